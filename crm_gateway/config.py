@@ -1,0 +1,112 @@
+"""Every setting of crm-chaincode, in one place.
+
+Each field reads the environment variable of the same name (upper case) and `.env`; every one is
+listed with a comment in `.env.example`. Relative paths are resolved against `PROJECT_ROOT`.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ChainKind(StrEnum):
+    """Which chain the project talks to."""
+
+    EMBEDDED = "embedded"
+    ANVIL = "anvil"
+    RPC = "rpc"
+
+
+class Settings(BaseSettings):
+    """Settings read from the environment and `.env`."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    # --- chain -------------------------------------------------------------------------------
+    chain_kind: ChainKind = ChainKind.ANVIL
+    rpc_url: str = "http://127.0.0.1:8545"
+    rpc_timeout_seconds: float = 10.0
+    expected_chain_id: int | None = None
+
+    anvil_binary: Path = Path("node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil")
+    anvil_host: str = "127.0.0.1"
+    anvil_port: Annotated[int, Field(ge=1, le=65535)] = 8545
+    anvil_chain_id: int = 31337
+    anvil_state_file: Path = Path("var/anvil/state.json")
+    anvil_state_interval_seconds: Annotated[int, Field(ge=1)] = 1
+    anvil_block_time_seconds: float | None = None
+    anvil_start_timeout_seconds: float = 30.0
+
+    # --- compiler ----------------------------------------------------------------------------
+    solc_version: str = "0.8.30"
+    evm_version: str = "cancun"
+    optimizer_runs: Annotated[int, Field(ge=1)] = 200
+    contracts_dir: Path = Path("contracts")
+    abi_dir: Path = Path("abi")
+    node_modules_dir: Path = Path("node_modules")
+    node_binary: str = "node"
+
+    # --- deployment --------------------------------------------------------------------------
+    migrations_dir: Path = Path("migrations")
+    founder_org_name: str = "founder"
+    approval_threshold_bps: Annotated[int, Field(ge=1, le=10_000)] = 5_001
+    proposal_lifetime_seconds: Annotated[int, Field(ge=60)] = 7 * 24 * 3600
+
+    # --- signing keys ------------------------------------------------------------------------
+    keystore_dir: Path = Path("var/keystore")
+    keystore_password: SecretStr = SecretStr("crm-chaincode-dev-only")
+    deployer_account: str | None = None
+    dev_fund_wei: int = 10**21
+
+    # --- database ----------------------------------------------------------------------------
+    database_url: str = "sqlite:///var/crm.db"
+    database_echo: bool = False
+
+    # --- transaction pipeline ----------------------------------------------------------------
+    pipeline_enabled: bool = True
+    sender_poll_seconds: Annotated[float, Field(gt=0)] = 0.05
+    watcher_poll_seconds: Annotated[float, Field(gt=0)] = 0.2
+    resubmit_after_seconds: Annotated[float, Field(gt=0)] = 3.0
+    gas_limit_multiplier: Annotated[float, Field(ge=1.0)] = 1.25
+    wait_timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
+
+    # --- gateway -----------------------------------------------------------------------------
+    gateway_host: str = "127.0.0.1"
+    gateway_port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    log_level: str = "info"
+
+    @field_validator("evm_version")
+    @classmethod
+    def _known_evm_version(cls, value: str) -> str:
+        known = {"london", "paris", "shanghai", "cancun", "prague"}
+        if value not in known:
+            raise ValueError(f"evm_version must be one of {sorted(known)}")
+        return value
+
+    def path(self, value: Path) -> Path:
+        """Resolve a configured path against the project root."""
+        return value if value.is_absolute() else PROJECT_ROOT / value
+
+    @property
+    def deployments_dir(self) -> Path:
+        return self.path(self.abi_dir) / "deployments"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings (tests build their own `Settings` instead)."""
+    return Settings()
