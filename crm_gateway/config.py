@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     sender_poll_seconds: Annotated[float, Field(gt=0)] = 0.05
     watcher_poll_seconds: Annotated[float, Field(gt=0)] = 0.2
     resubmit_after_seconds: Annotated[float, Field(gt=0)] = 3.0
+    # Longer than Anvil's state interval: a receipt still there this long after it was first
+    # seen has been written to the node's state file and survives a SIGKILL of the node.
+    finality_seconds: Annotated[float, Field(ge=0)] = 3.0
     gas_limit_multiplier: Annotated[float, Field(ge=1.0)] = 1.25
     wait_timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
 

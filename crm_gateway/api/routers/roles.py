@@ -1,0 +1,102 @@
+"""Role grants within an organisation: who holds what, and granting or revoking."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Response
+from pydantic import BaseModel
+
+from crm_gateway.api.routers.operations import (
+    CallerDep,
+    IdempotencyKeyDep,
+    OperationOut,
+    WaitQuery,
+    answer_write,
+)
+from crm_gateway.api.schemas import EthAddress, StrictModel
+from crm_gateway.api.services import AccessDep, OperationsDep, RuntimeDep
+from crm_gateway.services.access import Role
+
+router = APIRouter(prefix="/v1/roles", tags=["roles"])
+
+
+class RoleChange(StrictModel):
+    role: Role
+    account: EthAddress
+
+
+class RoleHoldingOut(BaseModel):
+    account: str
+    role: Role
+    organization_id: int
+    active: bool
+
+
+class AccountRolesOut(BaseModel):
+    account: str
+    organization_id: int
+    roles: list[Role]
+
+
+@router.get("", response_model=list[RoleHoldingOut])
+def list_roles(
+    _caller: CallerDep,
+    access: AccessDep,
+    org: Annotated[int | None, Query(ge=1, description="Only this organisation")] = None,
+    role: Annotated[Role | None, Query(description="Only this role")] = None,
+) -> list[RoleHoldingOut]:
+    """Role holders, read from the chain."""
+    return [RoleHoldingOut.model_validate(h, from_attributes=True) for h in access.holdings(org, role)]
+
+
+@router.get("/{account}", response_model=AccountRolesOut)
+def account_roles(
+    account: Annotated[EthAddress, Path(description="An account address")],
+    _caller: CallerDep,
+    access: AccessDep,
+) -> AccountRolesOut:
+    """The roles one account holds and the organisation it belongs to (0 for none)."""
+    return AccountRolesOut(
+        account=account, organization_id=access.organization_of(account), roles=access.roles_of(account)
+    )
+
+
+@router.post("/grants", response_model=OperationOut, status_code=202)
+def grant_role(
+    body: RoleChange,
+    caller: CallerDep,
+    idempotency_key: IdempotencyKeyDep,
+    access: AccessDep,
+    operations: OperationsDep,
+    runtime: RuntimeDep,
+    response: Response,
+    wait: WaitQuery = False,
+) -> OperationOut:
+    """Grant a role to an account; it joins your organisation. Needs an ORG_ADMIN key."""
+    payload = body.model_dump(mode="json")
+    return answer_write(
+        access.grant(caller.account, body.role, body.account), caller=caller,
+        idempotency_key=idempotency_key, payload=payload, wait=wait, response=response,
+        operations=operations, runtime=runtime,
+    )
+
+
+@router.post("/revocations", response_model=OperationOut, status_code=202)
+def revoke_role(
+    body: RoleChange,
+    caller: CallerDep,
+    idempotency_key: IdempotencyKeyDep,
+    access: AccessDep,
+    operations: OperationsDep,
+    runtime: RuntimeDep,
+    response: Response,
+    wait: WaitQuery = False,
+) -> OperationOut:
+    """Revoke a role from an account of your organisation. Needs an ORG_ADMIN key."""
+    payload = body.model_dump(mode="json")
+    return answer_write(
+        access.revoke(caller.account, body.role, body.account), caller=caller,
+        idempotency_key=idempotency_key, payload=payload, wait=wait, response=response,
+        operations=operations, runtime=runtime,
+    )

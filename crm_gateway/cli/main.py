@@ -1,0 +1,133 @@
+"""The top-level commands: the toolchain (compile, node, deploy) and the gateway (serve, run)."""
+
+from __future__ import annotations
+
+import typer
+from rich.progress import Progress, SpinnerColumn, TextColumn
+from rich.table import Table
+
+from crm_gateway.chain.compiler import compile_contracts, stale_artifacts, write_artifacts
+from crm_gateway.chain.connection import connect
+from crm_gateway.cli import admin
+from crm_gateway.cli.common import console, fail, one_sentence_errors, settings
+from crm_gateway.config import ChainKind, Settings
+from crm_gateway.runtime import deploy as apply_deployment
+from crm_gateway.runtime import open_keystore
+
+app = typer.Typer(
+    name="crm-chaincode",
+    help="Admin commands of crm-chaincode: permissioned CRM chaincode on an EVM chain.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(admin.orgs, name="orgs")
+app.add_typer(admin.roles, name="roles")
+app.add_typer(admin.apikeys, name="apikeys")
+app.add_typer(admin.accounts, name="accounts")
+
+
+@app.command("compile")
+def compile_command(
+    check: bool = typer.Option(False, "--check", help="Only report stale artifacts; exit 1 if any."),
+) -> None:
+    """Compile every contract under contracts/ into abi/<Contract>.json."""
+    cfg = settings()
+    with one_sentence_errors():
+        if check:
+            stale = stale_artifacts(cfg)
+            if stale:
+                fail(f"stale artifacts: {', '.join(stale)}; run `crm-chaincode compile`")
+            console.print("artifacts are up to date")
+            return
+        with console.status("compiling with solc " + cfg.solc_version):
+            artifacts = compile_contracts(cfg)
+            paths = write_artifacts(artifacts, cfg)
+    for artifact, path in zip(artifacts, paths, strict=True):
+        size = (len(artifact.deployed_bytecode) - 2) // 2
+        console.print(f"{artifact.contract_name:<28} {size:>6} bytes  {path.relative_to(cfg.path(cfg.abi_dir).parent)}")
+
+
+@app.command()
+def deploy() -> None:
+    """Apply pending migrations and record every contract in abi/deployments/<chain-id>.json."""
+    cfg = settings()
+    with one_sentence_errors():
+        _deploy(cfg)
+
+
+def _deploy(cfg: Settings) -> None:
+    chain = connect(cfg)
+    keystore = open_keystore(cfg)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=console) as progress:
+        task = progress.add_task(f"migrating chain {chain.chain_id}", total=None)
+
+        def on_step(name: str, applied: bool) -> None:
+            progress.console.print(f"  {'applied' if applied else 'already applied'}  {name}")
+            progress.advance(task)
+
+        report = apply_deployment(cfg, chain, keystore, on_step=on_step)
+    table = Table("contract", "address", "block", title=f"chain {chain.chain_id}")
+    for name, deployed in sorted(report.record.contracts.items()):
+        table.add_row(name, deployed.address, str(deployed.block_number))
+    console.print(table)
+    if not report.applied:
+        console.print("nothing to deploy: every migration was already applied")
+
+
+@app.command()
+def node() -> None:
+    """Run the project's Anvil node in the foreground until Ctrl-C (state kept in a file)."""
+    from crm_gateway.chain.anvil import AnvilNode
+
+    cfg = settings()
+    with one_sentence_errors(), AnvilNode(cfg) as anvil:
+        console.print(f"Anvil listening on {anvil.url}, state in {cfg.path(cfg.anvil_state_file)}")
+        console.print("press Ctrl-C to stop")
+        try:
+            anvil.wait()
+        except KeyboardInterrupt:
+            console.print("stopping Anvil")
+
+
+@app.command()
+def serve() -> None:
+    """Serve the gateway (the chain must be reachable and deployed)."""
+    cfg = settings()
+    with one_sentence_errors():
+        _serve(cfg)
+
+
+def _serve(cfg: Settings) -> None:
+    import uvicorn
+
+    from crm_gateway.api.app import create_app
+
+    uvicorn.run(
+        create_app(cfg),
+        host=cfg.gateway_host,
+        port=cfg.gateway_port,
+        log_level=cfg.log_level,
+        timeout_graceful_shutdown=5,
+    )
+
+
+@app.command()
+def run() -> None:
+    """Start Anvil (for CHAIN_KIND=anvil), apply pending migrations, serve the gateway."""
+    from crm_gateway.chain.anvil import AnvilNode
+
+    cfg = settings()
+    with one_sentence_errors():
+        if cfg.chain_kind is not ChainKind.ANVIL:
+            if cfg.chain_kind is ChainKind.RPC:
+                _deploy(cfg)
+            _serve(cfg)
+            return
+        with AnvilNode(cfg) as anvil:
+            console.print(f"Anvil on {anvil.url}, state in {cfg.path(cfg.anvil_state_file)}")
+            _deploy(cfg)
+            console.print(
+                f"gateway on http://{cfg.gateway_host}:{cfg.gateway_port} "
+                f"(docs at /docs); Ctrl-C stops the gateway and Anvil"
+            )
+            _serve(cfg)

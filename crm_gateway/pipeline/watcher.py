@@ -1,0 +1,180 @@
+"""Record receipts, settle operations, and re-broadcast what a node lost.
+
+A transaction is watched until it is *final*: seen mined, and still mined with the same block hash
+at least `finality_seconds` later. That covers an Anvil node killed with SIGKILL, which forgets
+the blocks after its last state dump: a transaction it forgot loses its receipt, goes back to
+`sent`, and its operations back to `submitted`, and the same signed bytes are broadcast again.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session, sessionmaker
+from web3.exceptions import TransactionNotFound
+
+from crm_gateway.chain.contracts import Contracts
+from crm_gateway.pipeline.nonces import NonceAllocator
+from crm_gateway.pipeline.sender import TRANSIENT_ERRORS, broadcast
+from crm_gateway.store.models import (
+    ChainTransaction,
+    ChainTransactionStatus,
+    Operation,
+    OperationStatus,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Watcher:
+    def __init__(
+        self,
+        *,
+        contracts: Contracts,
+        session_factory: sessionmaker[Session],
+        nonces: NonceAllocator,
+        resubmit_after_seconds: float,
+        finality_seconds: float,
+    ) -> None:
+        self._contracts = contracts
+        self._sessions = session_factory
+        self._nonces = nonces
+        self._resubmit_after = timedelta(seconds=resubmit_after_seconds)
+        self._finality = timedelta(seconds=finality_seconds)
+
+    def run_once(self) -> int:
+        """Check every unsettled transaction once; return how many changed state."""
+        changed = 0
+        with self._sessions() as session:
+            txs = list(
+                session.scalars(
+                    select(ChainTransaction)
+                    .where(
+                        or_(
+                            ChainTransaction.status == ChainTransactionStatus.SENT,
+                            ChainTransaction.finalized_at.is_(None),
+                        ),
+                        ChainTransaction.status != ChainTransactionStatus.DROPPED,
+                    )
+                    .order_by(ChainTransaction.sender, ChainTransaction.nonce)
+                )
+            )
+            for tx in txs:
+                try:
+                    if self._check(session, tx):
+                        changed += 1
+                except TRANSIENT_ERRORS as exc:
+                    log.warning("chain unreachable while watching: %s", exc)
+                    break
+                finally:
+                    session.commit()
+        return changed
+
+    def _check(self, session: Session, tx: ChainTransaction) -> bool:
+        w3 = self._contracts.chain.w3
+        now = datetime.now(UTC)
+        try:
+            receipt: Any = w3.eth.get_transaction_receipt(tx.tx_hash)
+        except TransactionNotFound:
+            receipt = None
+
+        if receipt is not None:
+            block_hash = "0x" + bytes(receipt["blockHash"]).hex()
+            if tx.status == ChainTransactionStatus.SENT or tx.block_hash != block_hash:
+                self._record_receipt(session, tx, receipt, block_hash, now)
+                return True
+            if tx.mined_at is not None and now - _aware(tx.mined_at) >= self._finality:
+                tx.finalized_at = now
+                return True
+            return False
+
+        if tx.status != ChainTransactionStatus.SENT:
+            # It was mined, and the node no longer knows it: its blocks were lost.
+            log.warning("transaction %s vanished from the chain; sending it again", tx.tx_hash)
+            tx.status = ChainTransactionStatus.SENT
+            tx.block_number = tx.block_hash = tx.gas_used = None
+            tx.mined_at = None
+            for operation in _operations_of(session, tx):
+                operation.status = OperationStatus.SUBMITTED
+                operation.updated_at = now
+            self._nonces.forget(tx.sender)
+            broadcast(w3, session, tx)
+            return True
+
+        if tx.last_sent_at is not None and now - _aware(tx.last_sent_at) < self._resubmit_after:
+            return False
+        mined_count = int(w3.eth.get_transaction_count(tx.sender, "latest"))
+        if mined_count > tx.nonce:
+            # Check again: the receipt may have appeared between the two calls.
+            try:
+                w3.eth.get_transaction_receipt(tx.tx_hash)
+                return False
+            except TransactionNotFound:
+                pass
+            log.error("nonce %s of %s was used by another transaction", tx.nonce, tx.sender)
+            tx.status = ChainTransactionStatus.DROPPED
+            for operation in _operations_of(session, tx):
+                _settle(operation, OperationStatus.FAILED, now, error=("NonceConsumed", {}))
+            return True
+        broadcast(w3, session, tx)
+        return True
+
+    def _record_receipt(
+        self, session: Session, tx: ChainTransaction, receipt: Any, block_hash: str, now: datetime
+    ) -> None:
+        tx.block_number = int(receipt["blockNumber"])
+        tx.block_hash = block_hash
+        tx.gas_used = int(receipt["gasUsed"])
+        tx.mined_at = now
+        tx.finalized_at = None
+        succeeded = int(receipt["status"]) == 1
+        tx.status = ChainTransactionStatus.MINED if succeeded else ChainTransactionStatus.FAILED
+        error = None if succeeded else self._revert_reason(tx)
+        events = self._contracts.decode_receipt(receipt) if succeeded else []
+        for operation in _operations_of(session, tx):
+            if succeeded:
+                _settle(operation, OperationStatus.CONFIRMED, now, result={"events": events})
+            else:
+                _settle(operation, OperationStatus.FAILED, now, error=error)
+
+    def _revert_reason(self, tx: ChainTransaction) -> tuple[str, dict[str, Any]]:
+        """Replay a reverted transaction against the state before its block to learn why."""
+        w3 = self._contracts.chain.w3
+        original: Any = w3.eth.get_transaction(tx.tx_hash)
+        call = {"from": original["from"], "to": original["to"], "data": original["input"]}
+        try:
+            w3.eth.call(call, max(int(tx.block_number or 1) - 1, 0))
+        except Exception as exc:
+            revert = self._contracts.artifacts.error_decoder.decode_exception(exc)
+            if revert is not None:
+                return revert.name, revert.args
+        return "Reverted", {}
+
+
+def _operations_of(session: Session, tx: ChainTransaction) -> list[Operation]:
+    return list(
+        session.scalars(select(Operation).where(Operation.chain_tx_id == tx.id).order_by(Operation.seq))
+    )
+
+
+def _settle(
+    operation: Operation,
+    status: OperationStatus,
+    now: datetime,
+    *,
+    result: dict[str, Any] | None = None,
+    error: tuple[str, dict[str, Any]] | None = None,
+) -> None:
+    operation.status = status
+    operation.updated_at = now
+    operation.result = result
+    if error is not None:
+        operation.error_name, operation.error_args = error
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes; everything we store is UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

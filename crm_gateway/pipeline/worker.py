@@ -1,0 +1,75 @@
+"""Run the sender and the watcher in background threads of the gateway (or a CLI command)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from crm_gateway.pipeline.sender import Sender
+from crm_gateway.pipeline.watcher import Watcher
+
+log = logging.getLogger(__name__)
+
+
+class PipelineWorker:
+    def __init__(
+        self, sender: Sender, watcher: Watcher, *, sender_poll: float, watcher_poll: float
+    ) -> None:
+        self.sender = sender
+        self.watcher = watcher
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._threads = [
+            threading.Thread(
+                target=self._loop,
+                args=(sender.run_once, sender_poll, self._wake),
+                name="pipeline-sender",
+                daemon=True,
+            ),
+            threading.Thread(
+                target=self._loop,
+                args=(watcher.run_once, watcher_poll, self._stop),
+                name="pipeline-watcher",
+                daemon=True,
+            ),
+        ]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def wake(self) -> None:
+        """Tell the sender new rows are waiting, so it need not wait for its next poll."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        for thread in self._threads:
+            thread.join(timeout)
+
+    def _loop(self, step: Callable[[], int], poll: float, idle: threading.Event) -> None:
+        while not self._stop.is_set():
+            try:
+                busy = step() > 0
+            except Exception:
+                log.exception("pipeline step failed; retrying")
+                busy = False
+            if not busy:
+                idle.wait(poll)
+                if idle is self._wake:
+                    self._wake.clear()
+
+    def drain(self, *, until: Callable[[], bool], timeout: float) -> bool:
+        """Run both steps in the calling thread until `until()` holds (for CLI commands)."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.sender.run_once()
+            self.watcher.run_once()
+            if until():
+                return True
+            time.sleep(0.05)
+        return False

@@ -1,0 +1,135 @@
+"""Assemble the long-lived parts of a running gateway or CLI command, once.
+
+Everything a request or a command needs (settings, chain, artifacts, deployed contracts, signer
+keys, database, pipeline) is built here and handed down; nothing else opens connections.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from eth_account.signers.local import LocalAccount
+from sqlalchemy.orm import Session, sessionmaker
+
+from crm_gateway.chain.artifacts import Artifacts
+from crm_gateway.chain.connection import Chain, connect
+from crm_gateway.chain.contracts import Contracts
+from crm_gateway.chain.deployments import DeploymentStore, verify_record
+from crm_gateway.chain.keystore import Keystore, KeystoreError, require_fast_signing
+from crm_gateway.chain.migrations import MigrationReport, apply_migrations
+from crm_gateway.config import ChainKind, Settings
+from crm_gateway.pipeline.nonces import NonceAllocator
+from crm_gateway.pipeline.sender import Sender
+from crm_gateway.pipeline.watcher import Watcher
+from crm_gateway.pipeline.worker import PipelineWorker
+from crm_gateway.store.db import make_engine, upgrade_database
+
+log = logging.getLogger(__name__)
+
+
+def open_keystore(settings: Settings) -> Keystore:
+    require_fast_signing()
+    return Keystore(settings.path(settings.keystore_dir), settings.keystore_password.get_secret_value())
+
+
+def deployment_store(settings: Settings, chain: Chain) -> DeploymentStore:
+    # The embedded chain dies with the process; a record of it on disk would only mislead.
+    directory = None if chain.kind is ChainKind.EMBEDDED else settings.deployments_dir
+    return DeploymentStore(directory, chain.chain_id)
+
+
+def deployer_account(settings: Settings, chain: Chain, keystore: Keystore) -> LocalAccount:
+    """The account that deploys; on a development chain it is created and funded if missing."""
+    if settings.deployer_account:
+        return keystore.unlock(settings.deployer_account)
+    addresses = keystore.addresses()
+    if addresses:
+        account = keystore.unlock(addresses[0])
+    elif chain.kind is ChainKind.RPC:
+        raise KeystoreError(
+            f"no deployer key in {keystore.directory}: create one with "
+            "`crm-chaincode accounts new` and fund it on the network"
+        )
+    else:
+        account = keystore.create()
+        log.info("created deployer account %s", account.address)
+    if chain.kind is not ChainKind.RPC:
+        chain.dev_fund(account.address, settings.dev_fund_wei)
+    return account
+
+
+def deploy(
+    settings: Settings,
+    chain: Chain,
+    keystore: Keystore,
+    on_step: Callable[[str, bool], None] | None = None,
+) -> MigrationReport:
+    """Apply pending migrations to the chain and record them."""
+    return apply_migrations(
+        settings=settings,
+        chain=chain,
+        deployer=deployer_account(settings, chain, keystore),
+        artifacts=Artifacts(settings.path(settings.abi_dir)),
+        store=deployment_store(settings, chain),
+        on_step=on_step,
+    )
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    chain: Chain
+    contracts: Contracts
+    keystore: Keystore
+    session_factory: sessionmaker[Session]
+    pipeline: PipelineWorker
+
+    @property
+    def artifacts(self) -> Artifacts:
+        return self.contracts.artifacts
+
+    def close(self) -> None:
+        self.pipeline.stop()
+
+
+def build_runtime(settings: Settings, *, chain: Chain | None = None) -> Runtime:
+    """Connect, check the deployment record, unlock signer keys, open the database.
+
+    On the embedded chain, which starts empty in every process, pending migrations are applied
+    here; on the other chains deploying is an explicit admin step (`make run` does it for you).
+    """
+    chain = chain or connect(settings)
+    keystore = open_keystore(settings)
+    store = deployment_store(settings, chain)
+    if chain.kind is ChainKind.EMBEDDED and not store.load().migrations:
+        deploy(settings, chain, keystore)
+    record = store.load()
+    verify_record(record, chain, store.path)
+    keystore.unlock_all()
+    contracts = Contracts(chain, Artifacts(settings.path(settings.abi_dir)), record)
+
+    upgrade_database(settings.database_url)
+    engine = make_engine(settings.database_url, echo=settings.database_echo)
+    sessions = sessionmaker(engine, expire_on_commit=False)
+    nonces = NonceAllocator(chain.w3)
+    worker = PipelineWorker(
+        Sender(
+            contracts=contracts,
+            keystore=keystore,
+            session_factory=sessions,
+            nonces=nonces,
+            gas_limit_multiplier=settings.gas_limit_multiplier,
+        ),
+        Watcher(
+            contracts=contracts,
+            session_factory=sessions,
+            nonces=nonces,
+            resubmit_after_seconds=settings.resubmit_after_seconds,
+            finality_seconds=settings.finality_seconds,
+        ),
+        sender_poll=settings.sender_poll_seconds,
+        watcher_poll=settings.watcher_poll_seconds,
+    )
+    return Runtime(settings, chain, contracts, keystore, sessions, worker)
