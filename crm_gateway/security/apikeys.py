@@ -1,0 +1,119 @@
+"""API keys of CRM applications: issue, authenticate, revoke.
+
+A key is `crm_` followed by 43 URL-safe base64 characters (256 random bits). Only its SHA-256 is
+stored: a fast hash is right for a uniformly random 256-bit secret (nothing to brute-force), and
+the lookup stays cheap on every request. The first 12 characters (`prefix`) are stored in clear to
+find the row; the full hash is then compared in constant time.
+
+None of these functions commit: the caller owns the transaction (`session_scope`, or the request's
+session followed by `session.commit()`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from typing import Final
+
+from eth_utils.address import (
+    is_address,
+    is_checksum_address,
+    is_checksum_formatted_address,
+)
+from eth_utils.address import to_checksum_address as _to_checksum_address
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from crm_gateway.store.apikeys import get_api_key, get_api_key_by_prefix
+from crm_gateway.store.models import ApiKey, utcnow
+
+KEY_PREFIX: Final = "crm_"
+PREFIX_LENGTH: Final = 12
+_TOKEN_BYTES: Final = 32
+_KEY_RE: Final = re.compile(r"crm_[A-Za-z0-9_-]{43}", re.ASCII)
+_ADDRESS_RE: Final = re.compile(r"0x[0-9a-fA-F]{40}", re.ASCII)
+_CREATE_ATTEMPTS: Final = 5
+
+
+def generate_api_key() -> str:
+    """A new random key: `crm_` + `secrets.token_urlsafe(32)`."""
+    return KEY_PREFIX + secrets.token_urlsafe(_TOKEN_BYTES)
+
+
+def hash_api_key(plaintext: str) -> str:
+    """The SHA-256 hex digest stored for a key."""
+    return hashlib.sha256(plaintext.encode("utf-8")).hexdigest()
+
+
+def checksum_account(account: str) -> str:
+    """`account` as an EIP-55 checksum address; `ValueError` if it is not a valid address.
+
+    All-lower or all-upper hex is accepted; mixed case must carry a correct checksum.
+    """
+    if not isinstance(account, str) or _ADDRESS_RE.fullmatch(account) is None:
+        raise ValueError("account must be 0x followed by 40 hex digits")
+    if not is_address(account):
+        raise ValueError("account is not a valid address")
+    if is_checksum_formatted_address(account) and not is_checksum_address(account):
+        raise ValueError("account has an invalid EIP-55 checksum")
+    return str(_to_checksum_address(account))
+
+
+def create_api_key(
+    session: Session, org_id: int, account: str, role: str, label: str | None = None
+) -> tuple[ApiKey, str]:
+    """Issue a key for `account` of organisation `org_id`; returns the row and the plaintext.
+
+    The plaintext is returned once and never stored. Flushes, does not commit.
+    """
+    checksummed = checksum_account(account)
+    if not role:
+        raise ValueError("role must not be empty")
+    for _ in range(_CREATE_ATTEMPTS):
+        plaintext = generate_api_key()
+        api_key = ApiKey(
+            prefix=plaintext[:PREFIX_LENGTH],
+            key_hash=hash_api_key(plaintext),
+            org_id=org_id,
+            account=checksummed,
+            role=role,
+            label=label,
+        )
+        try:
+            # A savepoint, so a (astronomically unlikely) prefix collision does not spoil the
+            # caller's transaction.
+            with session.begin_nested():
+                session.add(api_key)
+        except IntegrityError:
+            continue
+        return api_key, plaintext
+    raise RuntimeError(f"could not find a free key prefix in {_CREATE_ATTEMPTS} attempts")
+
+
+def authenticate(session: Session, plaintext: str) -> ApiKey | None:
+    """The live key matching `plaintext`, or None (malformed, unknown or revoked)."""
+    if _KEY_RE.fullmatch(plaintext) is None:
+        return None
+    candidate = hash_api_key(plaintext)
+    api_key = get_api_key_by_prefix(session, plaintext[:PREFIX_LENGTH])
+    if api_key is None or not hmac.compare_digest(api_key.key_hash, candidate):
+        return None
+    if api_key.revoked_at is not None:
+        return None
+    return api_key
+
+
+def revoke(session: Session, api_key_id: str) -> ApiKey | None:
+    """Revoke a key (idempotent: the first revocation time is kept); None if there is no such key.
+
+    Flushes, does not commit.
+    """
+    api_key = get_api_key(session, api_key_id)
+    if api_key is None:
+        return None
+    if api_key.revoked_at is None:
+        api_key.revoked_at = utcnow()
+        session.flush()
+    return api_key

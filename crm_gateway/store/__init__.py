@@ -1,0 +1,1 @@
+"""The gateway's relational store: engine and sessions, typed models, queries, migrations."""

@@ -1,0 +1,273 @@
+"""The gateway's tables, as typed SQLAlchemy 2 declarative models.
+
+Portable across SQLite and PostgreSQL: string UUIDs (`String(36)`), JSON that is JSONB on
+PostgreSQL, timestamps that are always timezone-aware UTC (SQLite keeps no zone, so `UTCDateTime`
+adds it back), and enum columns stored as their string value with a CHECK constraint.
+
+Operations are ordered by `seq`, the integer primary key (an auto-increment that never reuses a
+value: `AUTOINCREMENT` on SQLite, an identity column on PostgreSQL); `id`, a UUID string, is the
+public handle. On PostgreSQL a lower `seq` can commit after a higher one, so the sender must select
+pending rows ordered by `seq`, never resume from a high-water mark.
+
+Every schema change needs an Alembic revision under `alembic/versions`; the tests compare these
+models against the migrated database on both backends.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, TypeVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    TypeDecorator,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine.default import DefaultExecutionContext
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeEngine
+
+# Deterministic constraint names, so migrations (and SQLite batch rebuilds) can refer to them.
+NAMING_CONVENTION: dict[str, str] = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+ADDRESS_LENGTH = 42  # "0x" + 40 hex digits, EIP-55 checksummed
+TX_HASH_LENGTH = 66  # "0x" + 64 hex digits
+SHA256_HEX_LENGTH = 64
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware, in UTC."""
+    return datetime.now(UTC)
+
+
+def new_uuid() -> str:
+    return str(uuid.uuid4())
+
+
+def _same_as_created_at(context: DefaultExecutionContext) -> datetime:
+    """Default of `updated_at`: the row's `created_at`, so a new row has both equal."""
+    parameters: dict[str, Any] = context.get_current_parameters()  # type: ignore[no-untyped-call]
+    created = parameters.get("created_at")
+    return created if isinstance(created, datetime) else utcnow()
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp that is stored and returned as timezone-aware UTC; naive values are refused."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("naive datetime given where a timezone-aware one is required")
+        value = value.astimezone(UTC)
+        # SQLite keeps the text as given; store it without an offset so it sorts as text.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+class StrEnumType(TypeDecorator[E]):
+    """A `StrEnum` stored as its string value (pair it with a CHECK constraint via `_in`)."""
+
+    impl = String(16)
+    cache_ok = True
+
+    def __init__(self, enum: type[E]) -> None:
+        super().__init__()
+        self.enum = enum
+
+    def process_bind_param(self, value: E | str | None, dialect: Dialect) -> str | None:
+        return None if value is None else self.enum(value).value
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> E | None:
+        return None if value is None else self.enum(value)
+
+
+def _json() -> TypeEngine[Any]:
+    """JSON, JSONB on PostgreSQL; Python None is SQL NULL (not the JSON literal null)."""
+    return JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+
+
+def _bigint() -> TypeEngine[int]:
+    """BIGINT, but INTEGER on SQLite where only `INTEGER PRIMARY KEY` auto-increments."""
+    return BigInteger().with_variant(Integer(), "sqlite")
+
+
+def _in(column: str, enum: type[StrEnum]) -> str:
+    values = ", ".join(f"'{member.value}'" for member in enum)
+    return f"{column} IN ({values})"
+
+
+class OperationStatus(StrEnum):
+    """Where an outbox row stands in the write pipeline."""
+
+    PENDING = "pending"  # committed by the API, not yet in a signed transaction
+    SUBMITTED = "submitted"  # carried by a chain transaction that was sent
+    CONFIRMED = "confirmed"  # mined and succeeded; `result` is set
+    FAILED = "failed"  # reverted or refused; `error_name` / `error_args` are set
+
+
+class ChainTransactionStatus(StrEnum):
+    """The life of one signed transaction."""
+
+    SENT = "sent"  # signed and recorded (and broadcast at least once unless broadcast_count=0)
+    MINED = "mined"  # a receipt with status 1
+    FAILED = "failed"  # a receipt with status 0
+    DROPPED = "dropped"  # the node lost it and its nonce was reused by a replacement
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class ApiKey(Base):
+    """An API key of a CRM application; only a SHA-256 of the key is kept."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_uuid)
+    # The first 12 characters of the key ("crm_" + 8 random ones), to find the row to compare.
+    prefix: Mapped[str] = mapped_column(String(12), unique=True, index=True)
+    key_hash: Mapped[str] = mapped_column(String(SHA256_HEX_LENGTH))
+    org_id: Mapped[int] = mapped_column(Integer, index=True)
+    account: Mapped[str] = mapped_column(String(ADDRESS_LENGTH))
+    role: Mapped[str] = mapped_column(String(64))
+    label: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    def __repr__(self) -> str:
+        return f"ApiKey(id={self.id!r}, prefix={self.prefix!r}, org_id={self.org_id})"
+
+
+class ChainTransaction(Base):
+    """One signed transaction from a gateway account; it may carry several operations."""
+
+    __tablename__ = "chain_transactions"
+    __table_args__ = (
+        UniqueConstraint("sender", "nonce"),
+        CheckConstraint(_in("status", ChainTransactionStatus), name="status"),
+        Index("ix_chain_transactions_status", "status"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(_bigint(), Identity(), primary_key=True)
+    sender: Mapped[str] = mapped_column(String(ADDRESS_LENGTH))
+    nonce: Mapped[int] = mapped_column(BigInteger)
+    tx_hash: Mapped[str] = mapped_column(String(TX_HASH_LENGTH), unique=True)
+    raw_tx: Mapped[bytes] = mapped_column(LargeBinary)
+    status: Mapped[ChainTransactionStatus] = mapped_column(
+        StrEnumType(ChainTransactionStatus), default=ChainTransactionStatus.SENT
+    )
+    gas_limit: Mapped[int] = mapped_column(BigInteger)
+    block_number: Mapped[int | None] = mapped_column(BigInteger)
+    block_hash: Mapped[str | None] = mapped_column(String(TX_HASH_LENGTH))
+    gas_used: Mapped[int | None] = mapped_column(BigInteger)
+    broadcast_count: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    first_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    mined_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Set once the receipt is still there `finality_seconds` after it was first seen; until
+    # then the watcher keeps checking, because a node that crashed may have forgotten it.
+    finalized_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    operations: Mapped[list[Operation]] = relationship(
+        back_populates="chain_tx", order_by="Operation.seq"
+    )
+
+    def __repr__(self) -> str:
+        return (
+            f"ChainTransaction(id={self.id}, sender={self.sender!r}, nonce={self.nonce}, "
+            f"status={self.status!r})"
+        )
+
+
+class Operation(Base):
+    """An outbox row: one requested chain write, from the API to its receipt."""
+
+    __tablename__ = "operations"
+    __table_args__ = (
+        # A key may reuse an idempotency key only for the same request (see `request_hash`).
+        UniqueConstraint("api_key_id", "idempotency_key"),
+        # NULLs are distinct in a unique constraint, so writes without an API key (the gateway's
+        # own, e.g. from the CLI) get their idempotency keys enforced by a partial index.
+        Index(
+            "uq_operations_idempotency_key_internal",
+            "idempotency_key",
+            unique=True,
+            sqlite_where=text("api_key_id IS NULL AND idempotency_key IS NOT NULL"),
+            postgresql_where=text("api_key_id IS NULL AND idempotency_key IS NOT NULL"),
+        ),
+        CheckConstraint(_in("status", OperationStatus), name="status"),
+        Index("ix_operations_status_seq", "status", "seq"),
+        {"sqlite_autoincrement": True},
+    )
+
+    seq: Mapped[int] = mapped_column(_bigint(), Identity(), primary_key=True)
+    id: Mapped[str] = mapped_column(String(36), unique=True, default=new_uuid)
+    api_key_id: Mapped[str | None] = mapped_column(String(36), ForeignKey("api_keys.id"))
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_hash: Mapped[str] = mapped_column(String(SHA256_HEX_LENGTH))
+    kind: Mapped[str] = mapped_column(String(64))
+    contract: Mapped[str] = mapped_column(String(128))
+    function: Mapped[str] = mapped_column(String(128))
+    args: Mapped[list[Any]] = mapped_column(_json())
+    sender: Mapped[str] = mapped_column(String(ADDRESS_LENGTH))
+    status: Mapped[OperationStatus] = mapped_column(
+        StrEnumType(OperationStatus), default=OperationStatus.PENDING
+    )
+    error_name: Mapped[str | None] = mapped_column(String(128))
+    error_args: Mapped[Any | None] = mapped_column(_json())
+    chain_tx_id: Mapped[int | None] = mapped_column(
+        _bigint(), ForeignKey("chain_transactions.id"), index=True
+    )
+    result: Mapped[Any | None] = mapped_column(_json())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime(), default=_same_as_created_at, onupdate=utcnow
+    )
+
+    api_key: Mapped[ApiKey | None] = relationship()
+    chain_tx: Mapped[ChainTransaction | None] = relationship(back_populates="operations")
+
+    def __repr__(self) -> str:
+        return (
+            f"Operation(seq={self.seq}, id={self.id!r}, kind={self.kind!r}, status={self.status!r})"
+        )
