@@ -58,6 +58,7 @@ class Settings(BaseSettings):
 
     # --- deployment --------------------------------------------------------------------------
     migrations_dir: Path = Path("migrations")
+    deployments_dir: Path = Path("abi/deployments")
     founder_org_name: str = "founder"
     approval_threshold_bps: Annotated[int, Field(ge=1, le=10_000)] = 5_001
     proposal_lifetime_seconds: Annotated[int, Field(ge=60)] = 7 * 24 * 3600
@@ -65,6 +66,9 @@ class Settings(BaseSettings):
     # --- signing keys ------------------------------------------------------------------------
     keystore_dir: Path = Path("var/keystore")
     keystore_password: SecretStr = SecretStr("crm-chaincode-dev-only")
+    # scrypt work factor n for new keystore files (a power of two); eth-account's default is
+    # 262144 (about a second per key). Lower it only for throwaway test keys.
+    keystore_scrypt_n: Annotated[int, Field(ge=2)] = 262_144
     deployer_account: str | None = None
     dev_fund_wei: int = 10**21
 
@@ -99,10 +103,6 @@ class Settings(BaseSettings):
     def path(self, value: Path) -> Path:
         """Resolve a configured path against the project root."""
         return value if value.is_absolute() else PROJECT_ROOT / value
-
-    @property
-    def deployments_dir(self) -> Path:
-        return self.path(self.abi_dir) / "deployments"
 
     @property
     def is_sqlite(self) -> bool:

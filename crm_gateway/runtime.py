@@ -31,12 +31,16 @@ log = logging.getLogger(__name__)
 
 def open_keystore(settings: Settings) -> Keystore:
     require_fast_signing()
-    return Keystore(settings.path(settings.keystore_dir), settings.keystore_password.get_secret_value())
+    return Keystore(
+        settings.path(settings.keystore_dir),
+        settings.keystore_password.get_secret_value(),
+        scrypt_n=settings.keystore_scrypt_n,
+    )
 
 
 def deployment_store(settings: Settings, chain: Chain) -> DeploymentStore:
     # The embedded chain dies with the process; a record of it on disk would only mislead.
-    directory = None if chain.kind is ChainKind.EMBEDDED else settings.deployments_dir
+    directory = None if chain.kind is ChainKind.EMBEDDED else settings.path(settings.deployments_dir)
     return DeploymentStore(directory, chain.chain_id)
 
 
@@ -65,6 +69,8 @@ def deploy(
     chain: Chain,
     keystore: Keystore,
     on_step: Callable[[str, bool], None] | None = None,
+    *,
+    store: DeploymentStore | None = None,
 ) -> MigrationReport:
     """Apply pending migrations to the chain and record them."""
     return apply_migrations(
@@ -72,7 +78,7 @@ def deploy(
         chain=chain,
         deployer=deployer_account(settings, chain, keystore),
         artifacts=Artifacts(settings.path(settings.abi_dir)),
-        store=deployment_store(settings, chain),
+        store=store or deployment_store(settings, chain),
         on_step=on_step,
     )
 
@@ -104,7 +110,7 @@ def build_runtime(settings: Settings, *, chain: Chain | None = None) -> Runtime:
     keystore = open_keystore(settings)
     store = deployment_store(settings, chain)
     if chain.kind is ChainKind.EMBEDDED and not store.load().migrations:
-        deploy(settings, chain, keystore)
+        deploy(settings, chain, keystore, store=store)
     record = store.load()
     verify_record(record, chain, store.path)
     keystore.unlock_all()

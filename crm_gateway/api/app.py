@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from requests.exceptions import ConnectionError as RequestsConnectionError
 
-from crm_gateway.api.errors import install_problem_handlers
+from crm_gateway.api.errors import ProblemResponse, install_problem_handlers, problem_response
 from crm_gateway.api.routers import health, operations, orgs, roles
 from crm_gateway.config import Settings, get_settings
+from crm_gateway.chain.connection import ChainUnavailable
 from crm_gateway.runtime import Runtime, build_runtime
+from crm_gateway.services.errors import DomainError
 
 
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
@@ -39,6 +42,27 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         lifespan=lifespan,
     )
     install_problem_handlers(app)
+    app.add_exception_handler(DomainError, _domain_problem)
+    app.add_exception_handler(ChainUnavailable, _chain_unreachable)
+    app.add_exception_handler(RequestsConnectionError, _chain_unreachable)
     for router in (health.router, orgs.router, roles.router, operations.router):
         app.include_router(router)
     return app
+
+
+async def _domain_problem(request: Request, exc: Exception) -> ProblemResponse:
+    assert isinstance(exc, DomainError)
+    return problem_response(
+        exc.status, exc.slug, exc.title, exc.detail, instance=request.url.path, **exc.extensions
+    )
+
+
+async def _chain_unreachable(request: Request, exc: Exception) -> ProblemResponse:
+    return problem_response(
+        503,
+        "chain-unavailable",
+        "Chain unavailable",
+        "the chain node does not answer; try again shortly",
+        instance=request.url.path,
+        headers={"Retry-After": "2"},
+    )

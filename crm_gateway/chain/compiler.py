@@ -222,8 +222,9 @@ def compile_contracts(settings: Settings, *, prefer_native: bool = True) -> list
     cfg = compiler_settings(settings)
     source_hash = _source_hash(output, all_sources, cfg)
     artifacts = []
+    own_prefix = settings.path(settings.contracts_dir).name + "/"
     for source_name, contracts in sorted(output.get("contracts", {}).items()):
-        if not source_name.startswith(settings.contracts_dir.as_posix() + "/"):
+        if not source_name.startswith(own_prefix):
             continue
         for name, compiled in sorted(contracts.items()):
             bytecode = compiled["evm"]["bytecode"]["object"]

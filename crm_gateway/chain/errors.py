@@ -21,6 +21,7 @@ from crm_gateway.chain.jsonable import to_jsonable
 
 _ERROR_STRING = function_signature_to_4byte_selector("Error(string)")
 _PANIC = function_signature_to_4byte_selector("Panic(uint256)")
+_REVERT_EXCEPTIONS = {"TransactionFailed", "Revert"}
 
 
 @dataclass(frozen=True)
@@ -98,19 +99,20 @@ def revert_data(exc: BaseException) -> bytes | None:
         if isinstance(data, bytes):
             return data
         return b""
+    # eth-tester re-raises py-evm's `Revert(bytes)` inside `TransactionFailed`, sometimes twice.
+    pending: list[BaseException] = [exc]
     seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
+    is_revert = False
+    while pending:
+        current = pending.pop(0)
+        if id(current) in seen:
+            continue
         seen.add(id(current))
-        if type(current).__name__ == "TransactionFailed":
+        if type(current).__name__ in _REVERT_EXCEPTIONS:
+            is_revert = True
             for arg in current.args:
                 if isinstance(arg, bytes):
                     return arg
-                if isinstance(arg, BaseException):
-                    nested = revert_data(arg)
-                    if nested:
-                        return nested
-        current = current.__context__ or current.__cause__
-    if type(exc).__name__ == "TransactionFailed":
-        return b""
-    return None
+        pending.extend(a for a in current.args if isinstance(a, BaseException))
+        pending.extend(e for e in (current.__context__, current.__cause__) if e is not None)
+    return b"" if is_revert else None

@@ -33,9 +33,10 @@ def require_fast_signing() -> None:
 class Keystore:
     """A directory of keystore files named `<checksum address>.json`, all under one password."""
 
-    def __init__(self, directory: Path, password: str) -> None:
+    def __init__(self, directory: Path, password: str, *, scrypt_n: int = 262_144) -> None:
         self.directory = directory
         self._password = password
+        self._scrypt_n = scrypt_n
         self._unlocked: dict[str, LocalAccount] = {}
 
     def _path(self, address: str) -> Path:
@@ -53,7 +54,9 @@ class Keystore:
     def add(self, account: LocalAccount) -> LocalAccount:
         """Store an existing key encrypted (0600, written atomically)."""
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        encrypted = Account.encrypt(account.key, self._password)
+        encrypted = Account.encrypt(
+            account.key, self._password, kdf="scrypt", iterations=self._scrypt_n
+        )
         target = self._path(account.address)
         temporary = target.with_suffix(".tmp")
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

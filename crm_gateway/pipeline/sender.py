@@ -60,24 +60,24 @@ class Sender:
     def run_once(self) -> int:
         """Submit up to one batch of pending rows; return how many rows were handled."""
         with self._sessions() as session:
-            ids = list(
+            sequence = list(
                 session.scalars(
-                    select(Operation.id)
+                    select(Operation.seq)
                     .where(Operation.status == OperationStatus.PENDING)
                     .order_by(Operation.seq)
                     .limit(self._batch_size)
                 )
             )
         handled = 0
-        for operation_id in ids:
-            if not self._submit(operation_id):
+        for seq in sequence:
+            if not self._submit(seq):
                 break  # the chain is unreachable: keep order, try again later
             handled += 1
         return handled
 
-    def _submit(self, operation_id: str) -> bool:
+    def _submit(self, seq: int) -> bool:
         with self._sessions() as session:
-            operation = session.get(Operation, operation_id)
+            operation = session.get(Operation, seq)
             if operation is None or operation.status != OperationStatus.PENDING:
                 return True
             account = self._keystore.get(operation.sender)

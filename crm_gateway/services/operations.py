@@ -17,7 +17,8 @@ from crm_gateway.pipeline.outbox import (
 )
 from crm_gateway.pipeline.worker import PipelineWorker
 from crm_gateway.services.errors import ConflictError, NotFoundError
-from crm_gateway.store.models import ApiKey, ChainTransaction, Operation, OperationStatus
+from crm_gateway.store.models import ApiKey, ChainTransaction, OperationStatus
+from crm_gateway.store.operations import get_operation
 
 _SETTLED = {OperationStatus.CONFIRMED, OperationStatus.FAILED}
 
@@ -77,7 +78,7 @@ class OperationService:
     def get(self, operation_id: str, org_id: int) -> OperationView:
         """An operation, visible only to API keys of the organisation that requested it."""
         with self._sessions() as session:
-            operation = session.get(Operation, operation_id)
+            operation = get_operation(session, operation_id)
             key = session.get(ApiKey, operation.api_key_id) if operation and operation.api_key_id else None
             if operation is None or key is None or key.org_id != org_id:
                 raise NotFoundError(f"operation {operation_id} does not exist")
@@ -86,7 +87,7 @@ class OperationService:
     def get_internal(self, operation_id: str) -> OperationView:
         """An operation regardless of who requested it (for admin commands)."""
         with self._sessions() as session:
-            operation = session.get(Operation, operation_id)
+            operation = get_operation(session, operation_id)
             if operation is None:
                 raise NotFoundError(f"operation {operation_id} does not exist")
             return _view(session, operation)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import APIRouter, Query, Response, status
 from pydantic import BaseModel, Field
 
-from crm_gateway.api.deps import Caller, get_idempotency_key, require_api_key
+from crm_gateway.api.deps import Caller, CallerDep, IdempotencyKeyDep
 from crm_gateway.api.services import OperationsDep, RuntimeDep
 from crm_gateway.pipeline.outbox import ChainWrite
 from crm_gateway.services.errors import ChainRefusedError
@@ -41,8 +41,6 @@ class OperationOut(BaseModel):
         return cls.model_validate(view, from_attributes=True)
 
 
-CallerDep = Annotated[Caller, Depends(require_api_key)]
-IdempotencyKeyDep = Annotated[str | None, Depends(get_idempotency_key)]
 WaitQuery = Annotated[
     bool, Query(description="Wait for the receipt instead of answering 202 at once.")
 ]

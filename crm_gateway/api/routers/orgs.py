@@ -7,9 +7,8 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Path, Response
 from pydantic import BaseModel, Field
 
+from crm_gateway.api.deps import CallerDep, IdempotencyKeyDep
 from crm_gateway.api.routers.operations import (
-    CallerDep,
-    IdempotencyKeyDep,
     OperationOut,
     WaitQuery,
     answer_write,

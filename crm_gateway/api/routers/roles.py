@@ -7,9 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel
 
+from crm_gateway.api.deps import CallerDep, IdempotencyKeyDep
 from crm_gateway.api.routers.operations import (
-    CallerDep,
-    IdempotencyKeyDep,
     OperationOut,
     WaitQuery,
     answer_write,

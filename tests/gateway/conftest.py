@@ -1,0 +1,98 @@
+"""A real gateway on the embedded chain: contracts deployed, pipeline running, API keys issued."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from eth_account import Account
+from fastapi.testclient import TestClient
+
+from crm_gateway.api.app import create_app
+from crm_gateway.runtime import Runtime, build_runtime
+from crm_gateway.security.apikeys import create_api_key
+from crm_gateway.services.access import AccessService, Role
+from tests.conftest import make_settings
+
+
+@pytest.fixture
+def runtime(tmp_path: Path) -> Iterator[Runtime]:
+    runtime = build_runtime(make_settings(tmp_path))
+    yield runtime
+    runtime.close()
+
+
+@pytest.fixture
+def client(runtime: Runtime) -> Iterator[TestClient]:
+    with TestClient(create_app(runtime=runtime), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def founder_admin(runtime: Runtime) -> str:
+    """The deployer: CONSORTIUM_ADMIN and ORG_ADMIN of the founding organisation (id 1)."""
+    return runtime.keystore.addresses()[0]
+
+
+@pytest.fixture
+def issue_key(runtime: Runtime) -> Callable[[int, str, str], str]:
+    def issue(org_id: int, account: str, role: str = "ORG_ADMIN") -> str:
+        with runtime.session_factory() as session:
+            _key, plaintext = create_api_key(session, org_id=org_id, account=account, role=role)
+            session.commit()
+        return plaintext
+
+    return issue
+
+
+@pytest.fixture
+def admin_headers(issue_key: Callable[[int, str, str], str], founder_admin: str) -> dict[str, str]:
+    return {"X-API-Key": issue_key(1, founder_admin, "ORG_ADMIN")}
+
+
+@pytest.fixture
+def new_signer(runtime: Runtime) -> Callable[[], str]:
+    """A funded account whose key the gateway holds, so it can sign as it."""
+
+    def make() -> str:
+        account = runtime.keystore.add(Account.create())
+        runtime.chain.dev_fund(account.address, 10**20)
+        return account.address
+
+    return make
+
+
+def wait_for(client: TestClient, headers: dict[str, str], operation_id: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        body: dict[str, Any] = client.get(f"/v1/operations/{operation_id}", headers=headers).json()
+        if body["status"] in {"confirmed", "failed"}:
+            return body
+        time.sleep(0.02)
+    raise AssertionError(f"operation {operation_id} did not settle")
+
+
+def events(operation: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    return [e["args"] for e in operation["result"]["events"] if e["event"] == name]
+
+
+def add_organization(
+    client: TestClient, headers: dict[str, str], name: str, admin: str
+) -> int:
+    """Add an organisation through propose + execute (one org: a majority is one approval)."""
+    proposed = client.post(
+        "/v1/orgs/proposals?wait=true",
+        json={"kind": "add_organization", "name": name, "admin": admin},
+        headers=headers,
+    )
+    assert proposed.status_code == 200, proposed.text
+    proposal_id = events(proposed.json(), "ProposalCreated")[0]["proposalId"]
+    executed = client.post(f"/v1/orgs/proposals/{proposal_id}/execution?wait=true", headers=headers)
+    assert executed.status_code == 200, executed.text
+    return int(events(executed.json(), "OrganizationAdded")[0]["orgId"])
+
+
+__all__ = ["AccessService", "Role", "add_organization", "events", "wait_for"]
