@@ -67,16 +67,22 @@ _api_key_scheme = APIKeyHeader(
 
 
 def require_api_key(
-    session: SessionDep,
+    request: Request,
     api_key: Annotated[str | None, Security(_api_key_scheme)] = None,
 ) -> Caller:
-    """The caller behind `X-API-Key`; 401 problem when the header is missing or the key invalid."""
+    """The caller behind `X-API-Key`; 401 problem when the header is missing or the key invalid.
+
+    The lookup uses a session of its own, closed at once, so no transaction stays open while the
+    route runs (a `?wait=true` request may last many seconds).
+    """
     if not api_key:
         raise Unauthorized(f"missing {API_KEY_HEADER} header")
-    row = authenticate(session, api_key)
-    if row is None:
-        raise Unauthorized("invalid API key")
-    return Caller(api_key_id=row.id, org_id=row.org_id, account=row.account, role=row.role)
+    factory: sessionmaker[Session] = request.app.state.session_factory
+    with factory() as session:
+        row = authenticate(session, api_key)
+        if row is None:
+            raise Unauthorized("invalid API key")
+        return Caller(api_key_id=row.id, org_id=row.org_id, account=row.account, role=row.role)
 
 
 CallerDep = Annotated[Caller, Depends(require_api_key)]

@@ -1,12 +1,16 @@
 """Engines, sessions and migrations for the gateway's database (SQLite or PostgreSQL).
 
-* SQLite (development, tests): one file, WAL journal, foreign keys on, a 5 s busy timeout, and
-  real transactions: the pysqlite driver's own transaction handling is switched off and every
-  transaction starts with an explicit `BEGIN`, so savepoints and transactional DDL (migrations)
-  behave as on PostgreSQL. A transaction that reads and then writes while another connection
-  commits can fail with "database is locked"; writers that need to avoid that can bind their
-  sessions to `engine.execution_options(sqlite_begin="IMMEDIATE")` (takes the write lock at
-  `BEGIN`; ignored on PostgreSQL). Relative file paths are resolved against the project root,
+* SQLite (development, tests): one file, WAL journal, foreign keys on, a 5 s busy timeout.
+  Transactions are managed here rather than by the pysqlite driver, to behave like PostgreSQL's
+  READ COMMITTED without SQLite's lock-upgrade failures: reads run on their own (each sees the
+  latest commit, holds no lock), and the first statement that writes (DML, DDL, SAVEPOINT) opens
+  `BEGIN IMMEDIATE`, which waits up to the busy timeout for the single write lock and then holds it
+  until commit or rollback. So a read-then-write never fails with "database is locked" because
+  another connection committed in between (a deferred `BEGIN` would), savepoints nest properly,
+  and migrations are atomic. Keep write transactions short: they exclude every other writer.
+  A caller that needs one snapshot across several reads can bind a session to
+  `engine.execution_options(sqlite_begin="DEFERRED")` (or "IMMEDIATE" to lock before reading);
+  the option is ignored on PostgreSQL. Relative file paths are resolved against the project root,
   like every other path setting.
 * PostgreSQL (production): psycopg 3 with `pool_pre_ping`. `postgresql://` and `postgres://` URLs
   are rewritten to `postgresql+psycopg://`. A schema other than `public` is chosen with the libpq
@@ -37,9 +41,14 @@ from crm_gateway.config import PROJECT_ROOT
 
 ALEMBIC_DIR: Final = Path(__file__).resolve().parent / "alembic"
 SQLITE_BUSY_TIMEOUT_MS: Final = 5000
-# Execution option read when a SQLite transaction begins: "DEFERRED" (default) or "IMMEDIATE".
+# Execution option: begin SQLite transactions eagerly, with "DEFERRED", "IMMEDIATE" or "EXCLUSIVE",
+# instead of lazily (`BEGIN IMMEDIATE` before the first write).
 SQLITE_BEGIN_OPTION: Final = "sqlite_begin"
 _SQLITE_BEGIN_MODES: Final = frozenset({"DEFERRED", "IMMEDIATE", "EXCLUSIVE"})
+# Statements that neither write nor open a transaction of their own.
+_SQLITE_READ_ONLY: Final = frozenset(
+    {"SELECT", "PRAGMA", "EXPLAIN", "VALUES", "BEGIN", "COMMIT", "END", "ROLLBACK", "RELEASE"}
+)
 
 
 def resolve_database_url(url: str | URL) -> URL:
@@ -80,7 +89,7 @@ def _make_sqlite_engine(url: URL, echo: bool) -> Engine:
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: sqlite3.Connection, _record: ConnectionPoolEntry) -> None:
-        # Autocommit at the driver level; transactions are begun explicitly in `_on_begin`.
+        # Autocommit at the driver level; transactions are begun by the listeners below.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
@@ -93,12 +102,35 @@ def _make_sqlite_engine(url: URL, echo: bool) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
-        mode = str(connection.get_execution_options().get(SQLITE_BEGIN_OPTION, "DEFERRED"))
-        if mode.upper() not in _SQLITE_BEGIN_MODES:
+        mode = connection.get_execution_options().get(SQLITE_BEGIN_OPTION)
+        if mode is None:
+            return  # lazily, in `_before_execute`
+        if str(mode).upper() not in _SQLITE_BEGIN_MODES:
             raise ValueError(f"{SQLITE_BEGIN_OPTION} must be one of {sorted(_SQLITE_BEGIN_MODES)}")
-        connection.exec_driver_sql(f"BEGIN {mode.upper()}")
+        connection.exec_driver_sql(f"BEGIN {str(mode).upper()}")
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _before_execute(
+        connection: Connection,
+        cursor: sqlite3.Cursor,
+        statement: str,
+        parameters: Any,
+        context: Any,
+        executemany: bool,
+    ) -> None:
+        driver = cursor.connection
+        if driver.in_transaction or _sqlite_first_word(statement) in _SQLITE_READ_ONLY:
+            return
+        if connection.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+            return
+        driver.execute("BEGIN IMMEDIATE")
 
     return engine
+
+
+def _sqlite_first_word(statement: str) -> str:
+    words = statement.lstrip(" \t\r\n(").split(None, 1)
+    return words[0].upper() if words else ""
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
@@ -158,6 +190,9 @@ def _run_with_connection(target: str | URL | Engine, run: Callable[[Config], Non
     engine = target if isinstance(target, Engine) else make_engine(target)
     try:
         with engine.connect() as connection:
+            # SQLite: hold the write lock from the version check to the commit, so two processes
+            # starting together migrate one after the other (PostgreSQL: an advisory lock, env.py).
+            connection.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"})
             config = alembic_config()
             config.attributes["connection"] = connection
             run(config)

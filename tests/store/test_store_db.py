@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
+from alembic.operations import Operations
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect, make_url, select, text
 from sqlalchemy.exc import OperationalError
@@ -77,6 +81,57 @@ def test_sqlite_memory_database_is_shared_and_migratable() -> None:
             session.add(_api_key("m"))
         with engine.connect() as connection:
             assert connection.execute(text("SELECT count(*) FROM api_keys")).scalar() == 1
+    finally:
+        engine.dispose()
+
+
+def test_sqlite_reads_hold_no_lock_and_see_the_latest_commit(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'crm.db'}"
+    upgrade_database(url)
+    engine = make_engine(url)
+    factory = make_session_factory(engine)
+    try:
+        with factory() as reader:
+            assert reader.scalars(select(ApiKey)).all() == []
+            # Another connection writes and commits while the reader's session is open...
+            with session_scope(factory) as writer:
+                writer.add(_api_key("w1"))
+            # ...and the reader sees it (like READ COMMITTED on PostgreSQL), then writes itself
+            # without "database is locked" (a deferred BEGIN would fail the lock upgrade here).
+            assert len(reader.scalars(select(ApiKey)).all()) == 1
+            reader.add(_api_key("w2"))
+            reader.commit()
+        with factory() as check:
+            assert len(check.scalars(select(ApiKey)).all()) == 2
+    finally:
+        engine.dispose()
+
+
+def test_sqlite_writers_wait_for_the_lock(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'crm.db'}"
+    upgrade_database(url)
+    engine = make_engine(url)
+    factory = make_session_factory(engine)
+    try:
+        first = factory()
+        first.add(_api_key("f1"))
+        first.flush()  # BEGIN IMMEDIATE: the write lock is held until commit
+
+        def release_soon() -> None:
+            time.sleep(0.3)
+            first.commit()
+
+        thread = threading.Thread(target=release_soon)
+        thread.start()
+        started = time.monotonic()
+        with session_scope(factory) as second:
+            second.add(_api_key("f2"))
+            second.flush()  # waits (busy timeout) instead of failing
+        thread.join()
+        first.close()
+        assert time.monotonic() - started >= 0.2
+        with factory() as check:
+            assert len(check.scalars(select(ApiKey)).all()) == 2
     finally:
         engine.dispose()
 
@@ -172,3 +227,27 @@ def test_savepoint_rolls_back_only_the_nested_part(engine: Engine) -> None:
     with session_scope(factory) as session:
         prefixes = sorted(session.scalars(select(ApiKey.prefix)).all())
     assert prefixes == sorted([_api_key("a").prefix, _api_key("c").prefix])
+
+
+def test_a_failed_migration_leaves_nothing_behind(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_create_index = Operations.create_index
+    calls = 0
+
+    def failing_create_index(self: Operations, *args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise RuntimeError("disk on fire")
+        return real_create_index(self, *args, **kwargs)
+
+    monkeypatch.setattr(Operations, "create_index", failing_create_index)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        upgrade_database(db_url)
+    engine = make_engine(db_url)
+    try:
+        assert database_revision(engine) is None
+        assert not TABLES & set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()

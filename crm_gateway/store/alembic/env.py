@@ -38,13 +38,16 @@ def _configure(connection: Connection) -> None:
         target_metadata=target_metadata,
         # SQLite cannot ALTER most things: rebuild the table ("move and copy") instead.
         render_as_batch=connection.dialect.name == "sqlite",
+        # `make_engine` gives SQLite real transactions (see `store.db`), so its DDL is
+        # transactional too: a failed migration leaves nothing behind, as on PostgreSQL.
+        transactional_ddl=True,
         compare_type=True,
     )
 
 
 def _sqlite_foreign_keys(connection: Connection, on: bool) -> None:
     # The pragma is a no-op inside a transaction, so it goes straight to the driver connection
-    # (which is in autocommit, see `make_engine`).
+    # (which is in autocommit and not in a transaction yet, see `make_engine`).
     driver = connection.connection.driver_connection
     assert driver is not None
     driver.execute(f"PRAGMA foreign_keys={'ON' if on else 'OFF'}")
