@@ -40,8 +40,9 @@ def open_keystore(settings: Settings) -> Keystore:
 
 def deployment_store(settings: Settings, chain: Chain) -> DeploymentStore:
     # The embedded chain dies with the process; a record of it on disk would only mislead.
-    directory = None if chain.kind is ChainKind.EMBEDDED else settings.path(settings.deployments_dir)
-    return DeploymentStore(directory, chain.chain_id)
+    if chain.kind is ChainKind.EMBEDDED:
+        return DeploymentStore(None, chain.chain_id, memory=chain.memory_deployments)
+    return DeploymentStore(settings.path(settings.deployments_dir), chain.chain_id)
 
 
 def deployer_account(settings: Settings, chain: Chain, keystore: Keystore) -> LocalAccount:

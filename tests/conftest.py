@@ -43,3 +43,20 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
 @pytest.fixture
 def settings_factory(tmp_path: Path) -> Callable[..., Settings]:
     return lambda **overrides: make_settings(tmp_path, **overrides)
+
+
+@pytest.fixture(params=[pytest.param("embedded"), pytest.param("anvil", marks=pytest.mark.anvil)])
+def chain_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Settings]:
+    """Settings for the embedded chain, and for a real Anvil process started for this test."""
+    if request.param == "embedded":
+        yield make_settings(tmp_path)
+        return
+    from crm_gateway.chain.anvil import AnvilNode
+
+    settings = make_settings(tmp_path, chain_kind=ChainKind.ANVIL, anvil_port=free_port())
+    node = AnvilNode(settings)
+    node.start()
+    try:
+        yield settings
+    finally:
+        node.stop()

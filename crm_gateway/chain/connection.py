@@ -43,6 +43,8 @@ class Chain:
     w3: Web3
     rpc_url: str | None
     chain_id: int = field(init=False)
+    # The embedded chain's deployment record lives (and dies) with the chain object itself.
+    memory_deployments: dict[int, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         try:

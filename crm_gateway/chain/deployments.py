@@ -82,10 +82,17 @@ class DeploymentStore:
     The embedded chain lives and dies with its process, so its record is never written to disk.
     """
 
-    def __init__(self, directory: Path | None, chain_id: int) -> None:
+    def __init__(
+        self,
+        directory: Path | None,
+        chain_id: int,
+        *,
+        memory: dict[int, DeploymentRecord] | None = None,
+    ) -> None:
         self.directory = directory
         self.chain_id = chain_id
-        self._memory: DeploymentRecord | None = None
+        # In-memory records are shared through `memory`, which lives as long as the chain does.
+        self._memory = memory if memory is not None else {}
 
     @property
     def path(self) -> Path | None:
@@ -94,9 +101,7 @@ class DeploymentStore:
     def load(self) -> DeploymentRecord:
         path = self.path
         if path is None:
-            if self._memory is None:
-                self._memory = DeploymentRecord(chain_id=self.chain_id)
-            return self._memory
+            return self._memory.setdefault(self.chain_id, DeploymentRecord(chain_id=self.chain_id))
         if not path.is_file():
             return DeploymentRecord(chain_id=self.chain_id)
         record = DeploymentRecord.from_json(json.loads(path.read_text(encoding="utf-8")))
@@ -109,7 +114,7 @@ class DeploymentStore:
     def save(self, record: DeploymentRecord) -> None:
         path = self.path
         if path is None:
-            self._memory = record
+            self._memory[self.chain_id] = record
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_suffix(".json.tmp")

@@ -47,7 +47,8 @@ class PipelineWorker:
         self._stop.set()
         self._wake.set()
         for thread in self._threads:
-            thread.join(timeout)
+            if thread.is_alive():
+                thread.join(timeout)
 
     def _loop(self, step: Callable[[], int], poll: float, idle: threading.Event) -> None:
         while not self._stop.is_set():
