@@ -16,9 +16,9 @@ from rich.table import Table
 from crm_gateway.cli.common import console, fail, one_sentence_errors, settings
 from crm_gateway.pipeline.outbox import ChainWrite
 from crm_gateway.runtime import Runtime, build_runtime, open_keystore
+from crm_gateway.security.apikeys import create_api_key, revoke
 from crm_gateway.services.access import AccessService, ProposalKind, Role
 from crm_gateway.services.operations import OperationService, OperationView
-from crm_gateway.security.apikeys import create_api_key, revoke
 from crm_gateway.store.models import ApiKey
 
 orgs = typer.Typer(help="Organisations of the consortium and the proposals that change them.")
@@ -57,7 +57,9 @@ def _actor(runtime: Runtime, explicit: str | None) -> str:
 def _submit(runtime: Runtime, write: ChainWrite) -> OperationView:
     """Queue one chain write and run the pipeline here until it settles."""
     service = OperationService(runtime.session_factory, runtime.pipeline)
-    view, _created = service.submit(write, api_key_id=None, idempotency_key=None, payload=write.args)
+    view, _created = service.submit(
+        write, api_key_id=None, idempotency_key=None, payload=write.args
+    )
     with console.status(f"{write.kind}: waiting for the chain"):
         runtime.pipeline.drain(
             until=lambda: service.get_internal(view.id).settled,
@@ -123,7 +125,13 @@ def orgs_list() -> None:
     with _runtime() as runtime:
         table = Table("id", "name", "admin", "active", "members")
         for org in AccessService(runtime.contracts).organizations():
-            table.add_row(str(org.id), org.name, org.admin, "yes" if org.active else "suspended", str(len(org.members)))
+            table.add_row(
+                str(org.id),
+                org.name,
+                org.admin,
+                "yes" if org.active else "suspended",
+                str(len(org.members)),
+            )
         console.print(table)
 
 
@@ -133,7 +141,9 @@ def orgs_propose_add(name: str, admin: str, as_: str | None = AS_OPTION) -> None
     with _runtime() as runtime:
         access = AccessService(runtime.contracts)
         write = access.propose(
-            _actor(runtime, as_), ProposalKind.ADD_ORGANIZATION, {"name": name, "admin": _address(admin, "admin")}
+            _actor(runtime, as_),
+            ProposalKind.ADD_ORGANIZATION,
+            {"name": name, "admin": _address(admin, "admin")},
         )
         _print_proposal(_submit(runtime, write))
 
@@ -144,7 +154,9 @@ def orgs_propose_suspend(org: str, as_: str | None = AS_OPTION) -> None:
     with _runtime() as runtime:
         access = AccessService(runtime.contracts)
         write = access.propose(
-            _actor(runtime, as_), ProposalKind.SUSPEND_ORGANIZATION, {"organization_id": _org_id(access, org)}
+            _actor(runtime, as_),
+            ProposalKind.SUSPEND_ORGANIZATION,
+            {"organization_id": _org_id(access, org)},
         )
         _print_proposal(_submit(runtime, write))
 
@@ -153,14 +165,18 @@ def orgs_propose_suspend(org: str, as_: str | None = AS_OPTION) -> None:
 def orgs_approve(proposal_id: int, as_: str | None = AS_OPTION) -> None:
     """Approve proposal PROPOSAL_ID on behalf of your organisation."""
     with _runtime() as runtime:
-        _submit(runtime, AccessService(runtime.contracts).approve(_actor(runtime, as_), proposal_id))
+        _submit(
+            runtime, AccessService(runtime.contracts).approve(_actor(runtime, as_), proposal_id)
+        )
 
 
 @orgs.command("execute")
 def orgs_execute(proposal_id: int, as_: str | None = AS_OPTION) -> None:
     """Execute proposal PROPOSAL_ID once enough organisations approved it."""
     with _runtime() as runtime:
-        _submit(runtime, AccessService(runtime.contracts).execute(_actor(runtime, as_), proposal_id))
+        _submit(
+            runtime, AccessService(runtime.contracts).execute(_actor(runtime, as_), proposal_id)
+        )
 
 
 def _print_proposal(view: OperationView) -> None:
@@ -177,7 +193,9 @@ def roles_grant(role: str, account: str, as_: str | None = AS_OPTION) -> None:
     """Grant ROLE to ACCOUNT (which joins your organisation)."""
     with _runtime() as runtime:
         access = AccessService(runtime.contracts)
-        _submit(runtime, access.grant(_actor(runtime, as_), _role(role), _address(account, "account")))
+        _submit(
+            runtime, access.grant(_actor(runtime, as_), _role(role), _address(account, "account"))
+        )
 
 
 @roles.command("revoke")
@@ -185,18 +203,27 @@ def roles_revoke(role: str, account: str, as_: str | None = AS_OPTION) -> None:
     """Revoke ROLE from ACCOUNT of your organisation."""
     with _runtime() as runtime:
         access = AccessService(runtime.contracts)
-        _submit(runtime, access.revoke(_actor(runtime, as_), _role(role), _address(account, "account")))
+        _submit(
+            runtime, access.revoke(_actor(runtime, as_), _role(role), _address(account, "account"))
+        )
 
 
 @roles.command("list")
-def roles_list(org: str | None = typer.Option(None, "--org", help="Organisation id or name.")) -> None:
+def roles_list(
+    org: str | None = typer.Option(None, "--org", help="Organisation id or name."),
+) -> None:
     """List role holders, optionally of one organisation."""
     with _runtime() as runtime:
         access = AccessService(runtime.contracts)
         org_id = _org_id(access, org) if org else None
         table = Table("account", "role", "org", "active")
         for holding in access.holdings(org_id):
-            table.add_row(holding.account, holding.role.value, str(holding.organization_id), "yes" if holding.active else "no")
+            table.add_row(
+                holding.account,
+                holding.role.value,
+                str(holding.organization_id),
+                "yes" if holding.active else "no",
+            )
         console.print(table)
 
 
@@ -208,7 +235,9 @@ def apikeys_create(
     org: str = typer.Option(..., "--org", help="Organisation id or name."),
     role: str = typer.Option(..., "--role", help="The role the key's account must hold."),
     account: str | None = typer.Option(
-        None, "--account", help="Existing account holding ROLE; default: a new keystore account granted ROLE."
+        None,
+        "--account",
+        help="Existing account holding ROLE; default: a new keystore account granted ROLE.",
     ),
     label: str | None = typer.Option(None, "--label", help="A note to recognise the key by."),
     as_: str | None = AS_OPTION,
@@ -232,7 +261,9 @@ def apikeys_create(
         if access.organization_of(bound) != org_id or not access.has_role(role_enum, bound):
             fail(f"account {bound} does not hold {role_enum.value} in organisation {org}")
         with runtime.session_factory() as session:
-            key, plaintext = create_api_key(session, org_id=org_id, account=bound, role=role_enum.value, label=label)
+            key, plaintext = create_api_key(
+                session, org_id=org_id, account=bound, role=role_enum.value, label=label
+            )
             session.commit()
             key_id = key.id
     console.print(f"API key {key_id} for account {bound} ({role_enum.value}, org {org_id}):")
@@ -246,7 +277,15 @@ def apikeys_list() -> None:
     with _runtime() as runtime, runtime.session_factory() as session:
         table = Table("id", "prefix", "org", "account", "role", "label", "revoked")
         for key in session.query(ApiKey).order_by(ApiKey.created_at):
-            table.add_row(key.id, key.prefix, str(key.org_id), key.account, key.role, key.label or "", "yes" if key.revoked_at else "")
+            table.add_row(
+                key.id,
+                key.prefix,
+                str(key.org_id),
+                key.account,
+                key.role,
+                key.label or "",
+                "yes" if key.revoked_at else "",
+            )
         console.print(table)
 
 

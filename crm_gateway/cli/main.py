@@ -28,7 +28,9 @@ app.add_typer(admin.accounts, name="accounts")
 
 @app.command("compile")
 def compile_command(
-    check: bool = typer.Option(False, "--check", help="Only report stale artifacts; exit 1 if any."),
+    check: bool = typer.Option(
+        False, "--check", help="Only report stale artifacts; exit 1 if any."
+    ),
 ) -> None:
     """Compile every contract under contracts/ into abi/<Contract>.json."""
     cfg = settings()
@@ -44,7 +46,7 @@ def compile_command(
             paths = write_artifacts(artifacts, cfg)
     for artifact, path in zip(artifacts, paths, strict=True):
         size = (len(artifact.deployed_bytecode) - 2) // 2
-        console.print(f"{artifact.contract_name:<28} {size:>6} bytes  {path.relative_to(cfg.path(cfg.abi_dir).parent)}")
+        console.print(f"{artifact.contract_name:<28} {size:>6} bytes  {path.name}")
 
 
 @app.command()

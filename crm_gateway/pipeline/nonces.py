@@ -37,7 +37,9 @@ class NonceAllocator:
             self._next.pop(sender, None)
 
     def _initial(self, session: Session, sender: str) -> int:
-        on_chain = int(self._w3.eth.get_transaction_count(Web3.to_checksum_address(sender), "pending"))
+        on_chain = int(
+            self._w3.eth.get_transaction_count(Web3.to_checksum_address(sender), "pending")
+        )
         recorded = session.scalar(
             select(func.max(ChainTransaction.nonce)).where(ChainTransaction.sender == sender)
         )

@@ -86,7 +86,7 @@ class Watcher:
             if tx.status == ChainTransactionStatus.SENT or tx.block_hash != block_hash:
                 self._record_receipt(session, tx, receipt, block_hash, now)
                 return True
-            if tx.mined_at is not None and now - _aware(tx.mined_at) >= self._finality:
+            if tx.mined_at is not None and now - tx.mined_at >= self._finality:
                 tx.finalized_at = now
                 return True
             return False
@@ -104,7 +104,7 @@ class Watcher:
             broadcast(w3, session, tx)
             return True
 
-        if tx.last_sent_at is not None and now - _aware(tx.last_sent_at) < self._resubmit_after:
+        if tx.last_sent_at is not None and now - tx.last_sent_at < self._resubmit_after:
             return False
         mined_count = int(w3.eth.get_transaction_count(tx.sender, "latest"))
         if mined_count > tx.nonce:
@@ -156,7 +156,9 @@ class Watcher:
 
 def _operations_of(session: Session, tx: ChainTransaction) -> list[Operation]:
     return list(
-        session.scalars(select(Operation).where(Operation.chain_tx_id == tx.id).order_by(Operation.seq))
+        session.scalars(
+            select(Operation).where(Operation.chain_tx_id == tx.id).order_by(Operation.seq)
+        )
     )
 
 
@@ -174,7 +176,3 @@ def _settle(
     if error is not None:
         operation.error_name, operation.error_args = error
 
-
-def _aware(moment: datetime) -> datetime:
-    """SQLite hands back naive datetimes; everything we store is UTC."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

@@ -77,7 +77,11 @@ class AccessService:
         record = functions.organization(org_id).call()
         members = [to_checksum_address(a) for a in functions.membersOf(org_id).call()]
         return Organization(
-            id=int(record[0]), name=record[1], admin=record[2], active=bool(record[3]), members=members
+            id=int(record[0]),
+            name=record[1],
+            admin=record[2],
+            active=bool(record[3]),
+            members=members,
         )
 
     def organization_of(self, account: str) -> int:
@@ -86,7 +90,9 @@ class AccessService:
     def has_role(self, role: Role, account: str) -> bool:
         """Whether `account` holds `role` and its organisation is active."""
         return bool(
-            self._consortium.functions.hasActiveRole(role.role_id, to_checksum_address(account)).call()
+            self._consortium.functions.hasActiveRole(
+                role.role_id, to_checksum_address(account)
+            ).call()
         )
 
     def roles_of(self, account: str) -> list[Role]:
@@ -199,12 +205,16 @@ class AccessService:
     def approve(self, actor: str, proposal_id: int) -> ChainWrite:
         self.require_org_admin(actor)
         self.proposal(proposal_id)
-        return ChainWrite("orgs.approve", CONSORTIUM, "approve", [proposal_id], to_checksum_address(actor))
+        return ChainWrite(
+            "orgs.approve", CONSORTIUM, "approve", [proposal_id], to_checksum_address(actor)
+        )
 
     def execute(self, actor: str, proposal_id: int) -> ChainWrite:
         self.require_org_admin(actor)
         self.proposal(proposal_id)
-        return ChainWrite("orgs.execute", CONSORTIUM, "execute", [proposal_id], to_checksum_address(actor))
+        return ChainWrite(
+            "orgs.execute", CONSORTIUM, "execute", [proposal_id], to_checksum_address(actor)
+        )
 
 
 def _outputs(contract: Contract, function: str) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ from crm_gateway.pipeline.outbox import (
 )
 from crm_gateway.pipeline.worker import PipelineWorker
 from crm_gateway.services.errors import ConflictError, NotFoundError
-from crm_gateway.store.models import ApiKey, ChainTransaction, OperationStatus
+from crm_gateway.store.models import ApiKey, ChainTransaction, Operation, OperationStatus
 from crm_gateway.store.operations import get_operation
 
 _SETTLED = {OperationStatus.CONFIRMED, OperationStatus.FAILED}
@@ -79,7 +79,11 @@ class OperationService:
         """An operation, visible only to API keys of the organisation that requested it."""
         with self._sessions() as session:
             operation = get_operation(session, operation_id)
-            key = session.get(ApiKey, operation.api_key_id) if operation and operation.api_key_id else None
+            key = (
+                session.get(ApiKey, operation.api_key_id)
+                if operation and operation.api_key_id
+                else None
+            )
             if operation is None or key is None or key.org_id != org_id:
                 raise NotFoundError(f"operation {operation_id} does not exist")
             return _view(session, operation)
@@ -112,7 +116,9 @@ def _view(session: Session, operation: Operation) -> OperationView:
     return OperationView(
         id=operation.id,
         kind=operation.kind,
-        status=str(operation.status.value if hasattr(operation.status, "value") else operation.status),
+        status=str(
+            operation.status.value if hasattr(operation.status, "value") else operation.status
+        ),
         created_at=operation.created_at,
         updated_at=operation.updated_at,
         tx_hash=tx.tx_hash if tx else None,

@@ -79,9 +79,7 @@ def events(operation: dict[str, Any], name: str) -> list[dict[str, Any]]:
     return [e["args"] for e in operation["result"]["events"] if e["event"] == name]
 
 
-def add_organization(
-    client: TestClient, headers: dict[str, str], name: str, admin: str
-) -> int:
+def add_organization(client: TestClient, headers: dict[str, str], name: str, admin: str) -> int:
     """Add an organisation through propose + execute (one org: a majority is one approval)."""
     proposed = client.post(
         "/v1/orgs/proposals?wait=true",

@@ -15,7 +15,13 @@ def test_founding_organisation_is_bootstrapped_with_the_deployer_as_admin(
 ) -> None:
     orgs = client.get("/v1/orgs", headers=admin_headers).json()
     assert orgs == [
-        {"id": 1, "name": "founder", "admin": founder_admin, "active": True, "members": [founder_admin]}
+        {
+            "id": 1,
+            "name": "founder",
+            "admin": founder_admin,
+            "active": True,
+            "members": [founder_admin],
+        }
     ]
 
 
@@ -36,23 +42,35 @@ def test_adding_a_second_organisation_then_a_third_needs_both(
     ).json()
     proposal_id = events(proposed, "ProposalCreated")[0]["proposalId"]
     proposal = client.get(f"/v1/orgs/proposals/{proposal_id}", headers=admin_headers).json()
-    assert proposal["approvals"] == 1 and proposal["requiredApprovals"] == 2
+    assert proposal["approvals"] == 1
+    assert proposal["requiredApprovals"] == 2
 
-    below = client.post(f"/v1/orgs/proposals/{proposal_id}/execution?wait=true", headers=admin_headers)
+    below = client.post(
+        f"/v1/orgs/proposals/{proposal_id}/execution?wait=true", headers=admin_headers
+    )
     assert below.status_code == 422
     assert below.json()["error"] == {
         "name": "BelowThreshold",
         "args": {"proposalId": proposal_id, "approvals": 1, "required": 2},
     }
 
-    replay = client.post(f"/v1/orgs/proposals/{proposal_id}/approvals?wait=true", headers=admin_headers)
+    replay = client.post(
+        f"/v1/orgs/proposals/{proposal_id}/approvals?wait=true", headers=admin_headers
+    )
     assert replay.status_code == 422
-    assert replay.json()["error"] == {"name": "AlreadyApproved", "args": {"proposalId": proposal_id, "orgId": 1}}
+    assert replay.json()["error"] == {
+        "name": "AlreadyApproved",
+        "args": {"proposalId": proposal_id, "orgId": 1},
+    }
 
-    approved = client.post(f"/v1/orgs/proposals/{proposal_id}/approvals?wait=true", headers=merchant_headers)
+    approved = client.post(
+        f"/v1/orgs/proposals/{proposal_id}/approvals?wait=true", headers=merchant_headers
+    )
     assert approved.status_code == 200
     assert events(approved.json(), "ProposalApproved")[0]["approvals"] == 2
-    executed = client.post(f"/v1/orgs/proposals/{proposal_id}/execution?wait=true", headers=merchant_headers)
+    executed = client.post(
+        f"/v1/orgs/proposals/{proposal_id}/execution?wait=true", headers=merchant_headers
+    )
     assert executed.status_code == 200
     assert events(executed.json(), "OrganizationAdded")[0]["name"] == "provider"
     assert [o["name"] for o in client.get("/v1/orgs", headers=admin_headers).json()] == [
@@ -78,17 +96,23 @@ def test_suspending_an_organisation_takes_its_roles_away(
     ).json()
     proposal_id = events(proposed, "ProposalCreated")[0]["proposalId"]
     client.post(f"/v1/orgs/proposals/{proposal_id}/approvals?wait=true", headers=partner_headers)
-    executed = client.post(f"/v1/orgs/proposals/{proposal_id}/execution?wait=true", headers=admin_headers)
+    executed = client.post(
+        f"/v1/orgs/proposals/{proposal_id}/execution?wait=true", headers=admin_headers
+    )
     assert events(executed.json(), "OrganizationSuspended") == [{"orgId": partner}]
 
     assert client.get(f"/v1/orgs/{partner}", headers=admin_headers).json()["active"] is False
     refused = client.post(
-        "/v1/roles/grants", json={"role": "AGENT", "account": Account.create().address}, headers=partner_headers
+        "/v1/roles/grants",
+        json={"role": "AGENT", "account": Account.create().address},
+        headers=partner_headers,
     )
     assert refused.status_code == 403
 
 
-def test_unknown_organisation_and_proposal_are_404(client: TestClient, admin_headers: dict[str, str]) -> None:
+def test_unknown_organisation_and_proposal_are_404(
+    client: TestClient, admin_headers: dict[str, str]
+) -> None:
     for path in ("/v1/orgs/99", "/v1/orgs/proposals/99"):
         response = client.get(path, headers=admin_headers)
         assert response.status_code == 404
@@ -102,7 +126,8 @@ def test_readyz_names_chain_contracts_and_database(client: TestClient) -> None:
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "ready"
-    assert body["chain"]["kind"] == "embedded" and body["chain"]["latest_block"] >= 1
+    assert body["chain"]["kind"] == "embedded"
+    assert body["chain"]["latest_block"] >= 1
     assert body["checks"] == {"chain": "ok", "contracts": "ok", "database": "ok"}
     assert set(body["contracts"]) == {"Consortium"}
     assert client.get("/healthz").json() == {"status": "ok"}
@@ -111,4 +136,6 @@ def test_readyz_names_chain_contracts_and_database(client: TestClient) -> None:
 def test_openapi_docs_are_served(client: TestClient) -> None:
     assert client.get("/docs").status_code == 200
     paths = client.get("/openapi.json").json()["paths"]
-    assert {"/v1/orgs", "/v1/roles/grants", "/v1/operations/{operation_id}", "/readyz"} <= set(paths)
+    assert {"/v1/orgs", "/v1/roles/grants", "/v1/operations/{operation_id}", "/readyz"} <= set(
+        paths
+    )

@@ -27,10 +27,15 @@ def test_grant_answers_202_then_confirms_on_chain(
 
     settled = wait_for(client, admin_headers, operation["id"])
     assert settled["status"] == "confirmed"
-    assert settled["tx_hash"].startswith("0x") and settled["block_number"] > 0
+    assert settled["tx_hash"].startswith("0x")
+    assert settled["block_number"] > 0
     granted = events(settled, "RoleGranted")
     assert granted == [
-        {"role": "0x" + Role.DATA_STEWARD.role_id.hex(), "account": steward, "sender": granted[0]["sender"]}
+        {
+            "role": "0x" + Role.DATA_STEWARD.role_id.hex(),
+            "account": steward,
+            "sender": granted[0]["sender"],
+        }
     ]
     assert events(settled, "MemberAdded") == [{"orgId": 1, "account": steward}]
     assert AccessService(runtime.contracts).has_role(Role.DATA_STEWARD, steward)
@@ -39,10 +44,14 @@ def test_grant_answers_202_then_confirms_on_chain(
     assert roles == {"account": steward, "organization_id": 1, "roles": ["DATA_STEWARD"]}
 
 
-def test_wait_true_answers_with_the_receipt(client: TestClient, admin_headers: dict[str, str]) -> None:
+def test_wait_true_answers_with_the_receipt(
+    client: TestClient, admin_headers: dict[str, str]
+) -> None:
     agent = Account.create().address
     response = client.post(
-        "/v1/roles/grants?wait=true", json={"role": "AGENT", "account": agent}, headers=admin_headers
+        "/v1/roles/grants?wait=true",
+        json={"role": "AGENT", "account": agent},
+        headers=admin_headers,
     )
     assert response.status_code == 200
     assert response.json()["status"] == "confirmed"
@@ -62,9 +71,7 @@ def test_idempotency_key_replays_the_same_operation_and_writes_once(
     with runtime.session_factory() as session:
         assert session.query(ChainTransaction).count() == 1
 
-    conflicting = client.post(
-        "/v1/roles/grants", json={**body, "role": "AGENT"}, headers=headers
-    )
+    conflicting = client.post("/v1/roles/grants", json={**body, "role": "AGENT"}, headers=headers)
     assert conflicting.status_code == 409
     assert conflicting.headers["content-type"] == "application/problem+json"
     assert conflicting.json()["operation_id"] == first.json()["id"]
@@ -77,10 +84,16 @@ def test_a_key_without_org_admin_is_refused_before_anything_is_queued(
     runtime: Runtime,
 ) -> None:
     steward = Account.create().address
-    client.post("/v1/roles/grants?wait=true", json={"role": "DATA_STEWARD", "account": steward}, headers=admin_headers)
+    client.post(
+        "/v1/roles/grants?wait=true",
+        json={"role": "DATA_STEWARD", "account": steward},
+        headers=admin_headers,
+    )
     steward_headers = {"X-API-Key": issue_key(1, steward, "DATA_STEWARD")}
     response = client.post(
-        "/v1/roles/grants", json={"role": "AGENT", "account": Account.create().address}, headers=steward_headers
+        "/v1/roles/grants",
+        json={"role": "AGENT", "account": Account.create().address},
+        headers=steward_headers,
     )
     assert response.status_code == 403
     assert response.json()["required_role"] == "ORG_ADMIN"
@@ -100,7 +113,9 @@ def test_granting_to_another_organisations_account_is_refused(
     assert response.json()["error"]["name"] == "AccountInOtherOrganization"
 
 
-def test_consortium_admin_is_not_delegable(client: TestClient, admin_headers: dict[str, str]) -> None:
+def test_consortium_admin_is_not_delegable(
+    client: TestClient, admin_headers: dict[str, str]
+) -> None:
     response = client.post(
         "/v1/roles/grants",
         json={"role": "CONSORTIUM_ADMIN", "account": Account.create().address},
@@ -116,7 +131,9 @@ def test_a_contract_refusal_is_decoded_into_the_operation(
     # Revoking the founding organisation's only admin passes the gateway's checks; the
     # contract refuses it, and the operation names the custom error.
     response = client.post(
-        "/v1/roles/revocations", json={"role": "ORG_ADMIN", "account": founder_admin}, headers=admin_headers
+        "/v1/roles/revocations",
+        json={"role": "ORG_ADMIN", "account": founder_admin},
+        headers=admin_headers,
     )
     assert response.status_code == 202
     settled = wait_for(client, admin_headers, response.json()["id"])
@@ -124,7 +141,9 @@ def test_a_contract_refusal_is_decoded_into_the_operation(
     assert settled["error"] == {"name": "LastOrganizationAdmin", "args": {"orgId": 1}}
 
     waited = client.post(
-        "/v1/roles/revocations?wait=true", json={"role": "ORG_ADMIN", "account": founder_admin}, headers=admin_headers
+        "/v1/roles/revocations?wait=true",
+        json={"role": "ORG_ADMIN", "account": founder_admin},
+        headers=admin_headers,
     )
     assert waited.status_code == 422
     assert waited.headers["content-type"] == "application/problem+json"
@@ -136,9 +155,15 @@ def test_role_listing_filters_by_organisation_and_role(
     client: TestClient, admin_headers: dict[str, str], founder_admin: str
 ) -> None:
     auditor = Account.create().address
-    client.post("/v1/roles/grants?wait=true", json={"role": "AUDITOR", "account": auditor}, headers=admin_headers)
+    client.post(
+        "/v1/roles/grants?wait=true",
+        json={"role": "AUDITOR", "account": auditor},
+        headers=admin_headers,
+    )
     listing = client.get("/v1/roles?org=1&role=AUDITOR", headers=admin_headers).json()
-    assert listing == [{"account": auditor, "role": "AUDITOR", "organization_id": 1, "active": True}]
+    assert listing == [
+        {"account": auditor, "role": "AUDITOR", "organization_id": 1, "active": True}
+    ]
     admins = client.get("/v1/roles?role=ORG_ADMIN", headers=admin_headers).json()
     assert [h["account"] for h in admins] == [founder_admin]
 
@@ -152,7 +177,9 @@ def test_operations_of_another_organisation_are_invisible(
     other_admin = new_signer()
     other_org = add_organization(client, admin_headers, "service-provider", other_admin)
     operation = client.post(
-        "/v1/roles/grants", json={"role": "AGENT", "account": Account.create().address}, headers=admin_headers
+        "/v1/roles/grants",
+        json={"role": "AGENT", "account": Account.create().address},
+        headers=admin_headers,
     ).json()
     other_headers = {"X-API-Key": issue_key(other_org, other_admin, "ORG_ADMIN")}
     assert client.get(f"/v1/operations/{operation['id']}", headers=other_headers).status_code == 404

@@ -24,8 +24,8 @@ from crm_gateway.store.models import ChainTransaction, ChainTransactionStatus
 @pytest.fixture
 def runtime(chain_settings: Settings) -> Iterator[Runtime]:
     if chain_settings.chain_kind.value == "anvil":
-        from crm_gateway.runtime import deploy, open_keystore
         from crm_gateway.chain.connection import connect
+        from crm_gateway.runtime import deploy, open_keystore
 
         deploy(chain_settings, connect(chain_settings), open_keystore(chain_settings))
     runtime = build_runtime(chain_settings)
@@ -38,7 +38,9 @@ def _admin(runtime: Runtime) -> str:
 
 
 def _grant(runtime: Runtime, role: Role = Role.AGENT, account: str | None = None) -> ChainWrite:
-    return AccessService(runtime.contracts).grant(_admin(runtime), role, account or Account.create().address)
+    return AccessService(runtime.contracts).grant(
+        _admin(runtime), role, account or Account.create().address
+    )
 
 
 def _submit(runtime: Runtime, write: ChainWrite, key: str | None = None) -> OperationView:
@@ -57,7 +59,9 @@ def _settle(runtime: Runtime, *ids: str, timeout: float = 30) -> list[OperationV
 
 def _role_granted_events(runtime: Runtime, account: str) -> list[Any]:
     consortium = runtime.contracts["Consortium"]
-    logs = consortium.events.RoleGranted().get_logs(from_block=0, argument_filters={"account": account})
+    logs = consortium.events.RoleGranted().get_logs(
+        from_block=0, argument_filters={"account": account}
+    )
     return list(logs)
 
 
@@ -75,7 +79,13 @@ def test_a_refused_write_fails_with_its_custom_error_and_uses_no_nonce(runtime: 
     admin = _admin(runtime)
     refused = _submit(
         runtime,
-        ChainWrite("roles.revoke", "Consortium", "revokeRole", ["0x" + Role.ORG_ADMIN.role_id.hex(), admin], admin),
+        ChainWrite(
+            "roles.revoke",
+            "Consortium",
+            "revokeRole",
+            ["0x" + Role.ORG_ADMIN.role_id.hex(), admin],
+            admin,
+        ),
     )
     after = _submit(runtime, _grant(runtime))
     failed, confirmed = _settle(runtime, refused.id, after.id)
@@ -111,7 +121,8 @@ def test_a_crash_between_signing_and_broadcast_is_recovered_after_restart(
     monkeypatch.undo()
     with runtime.session_factory() as session:
         tx = session.scalars(select(ChainTransaction)).one()
-        assert tx.status == ChainTransactionStatus.SENT and tx.broadcast_count == 0
+        assert tx.status == ChainTransactionStatus.SENT
+        assert tx.broadcast_count == 0
 
     restarted = build_runtime(chain_settings, chain=runtime.chain)
     [settled] = _settle(restarted, view.id)
@@ -119,7 +130,9 @@ def test_a_crash_between_signing_and_broadcast_is_recovered_after_restart(
     assert len(_role_granted_events(restarted, write.args[1])) == 1
 
 
-def test_a_transaction_the_node_forgot_is_sent_again(chain_settings: Settings, tmp_path: Any) -> None:
+def test_a_transaction_the_node_forgot_is_sent_again(
+    chain_settings: Settings, tmp_path: Any
+) -> None:
     # The node loses its newest blocks (as Anvil does when killed before its next state dump);
     # the watcher notices the receipt is gone and broadcasts the same signed bytes again.
     slow_finality = chain_settings.model_copy(update={"finality_seconds": 60.0})
@@ -140,13 +153,16 @@ def test_a_transaction_the_node_forgot_is_sent_again(chain_settings: Settings, t
 
         runtime.pipeline.watcher.run_once()  # notices the loss and re-broadcasts
         [again] = _settle(runtime, first.id)
-        assert again.status == "confirmed" and again.tx_hash == first.tx_hash
+        assert again.status == "confirmed"
+        assert again.tx_hash == first.tx_hash
         assert len(_role_granted_events(runtime, write.args[1])) == 1
     finally:
         runtime.close()
 
 
-def test_two_processes_sharing_a_database_never_reuse_a_nonce(chain_settings: Settings, runtime: Runtime) -> None:
+def test_two_processes_sharing_a_database_never_reuse_a_nonce(
+    chain_settings: Settings, runtime: Runtime
+) -> None:
     other = build_runtime(chain_settings, chain=runtime.chain)
     views = [_submit(runtime, _grant(runtime)) for _ in range(12)]
     threads = [
