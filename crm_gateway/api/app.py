@@ -10,8 +10,8 @@ from requests.exceptions import ConnectionError as RequestsConnectionError
 
 from crm_gateway.api.errors import ProblemResponse, install_problem_handlers, problem_response
 from crm_gateway.api.routers import health, operations, orgs, roles
-from crm_gateway.config import Settings, get_settings
 from crm_gateway.chain.connection import ChainUnavailable
+from crm_gateway.config import Settings, get_settings
 from crm_gateway.runtime import Runtime, build_runtime
 from crm_gateway.services.errors import DomainError
 

@@ -43,8 +43,10 @@ def test_artifacts_record_compiler_settings_and_hashes(settings: Settings) -> No
     assert data["compiler"]["version"].startswith(settings.solc_version + "+")
     assert data["settings"]["optimizer"] == {"enabled": True, "runs": settings.optimizer_runs}
     assert data["settings"]["evmVersion"] == "cancun"
-    assert data["sourceHash"].startswith("0x") and len(data["sourceHash"]) == 66
-    assert data["bytecode"].startswith("0x60") and data["deployedBytecode"].startswith("0x60")
+    assert data["sourceHash"].startswith("0x")
+    assert len(data["sourceHash"]) == 66
+    assert data["bytecode"].startswith("0x60")
+    assert data["deployedBytecode"].startswith("0x60")
     assert any(item["type"] == "error" for item in data["abi"])
 
 
@@ -71,7 +73,9 @@ def test_a_syntax_error_is_reported_with_its_location(scratch_project: Settings)
         compile_contracts(scratch_project)
 
 
-def test_imports_outside_node_modules_are_refused(scratch_project: Settings, tmp_path: Path) -> None:
+def test_imports_outside_node_modules_are_refused(
+    scratch_project: Settings, tmp_path: Path
+) -> None:
     secret = tmp_path / "secret.sol"
     secret.write_text("// not a contract the build should ever read\n")
     (scratch_project.contracts_dir / "Sneaky.sol").write_text(

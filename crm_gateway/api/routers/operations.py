@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response, status
 from pydantic import BaseModel, Field
 
-from crm_gateway.api.deps import Caller, CallerDep, IdempotencyKeyDep
+from crm_gateway.api.deps import Caller, CallerDep
 from crm_gateway.api.services import OperationsDep, RuntimeDep
 from crm_gateway.pipeline.outbox import ChainWrite
 from crm_gateway.services.errors import ChainRefusedError

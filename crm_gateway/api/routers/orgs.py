@@ -50,7 +50,9 @@ class ReactivateOrganization(StrictModel):
 
 class ChangeThreshold(StrictModel):
     kind: Literal["change_threshold"]
-    threshold_bps: int = Field(ge=1, le=10_000, description="Approvals needed, in basis points of active organisations")
+    threshold_bps: int = Field(
+        ge=1, le=10_000, description="Approvals needed, in basis points of active organisations"
+    )
 
 
 ProposalIn = Annotated[
@@ -89,8 +91,14 @@ def propose(
     payload = body.model_dump(mode="json")
     write = access.propose(caller.account, ProposalKind(body.kind), payload)
     return answer_write(
-        write, caller=caller, idempotency_key=idempotency_key, payload=payload, wait=wait,
-        response=response, operations=operations, runtime=runtime,
+        write,
+        caller=caller,
+        idempotency_key=idempotency_key,
+        payload=payload,
+        wait=wait,
+        response=response,
+        operations=operations,
+        runtime=runtime,
     )
 
 
@@ -113,9 +121,14 @@ def approve(
 ) -> OperationOut:
     """Approve a proposal on behalf of your organisation (one approval per organisation)."""
     return answer_write(
-        access.approve(caller.account, proposal_id), caller=caller,
-        idempotency_key=idempotency_key, payload={"proposal_id": proposal_id}, wait=wait,
-        response=response, operations=operations, runtime=runtime,
+        access.approve(caller.account, proposal_id),
+        caller=caller,
+        idempotency_key=idempotency_key,
+        payload={"proposal_id": proposal_id},
+        wait=wait,
+        response=response,
+        operations=operations,
+        runtime=runtime,
     )
 
 
@@ -132,7 +145,12 @@ def execute(
 ) -> OperationOut:
     """Carry out a proposal that enough organisations approved."""
     return answer_write(
-        access.execute(caller.account, proposal_id), caller=caller,
-        idempotency_key=idempotency_key, payload={"proposal_id": proposal_id}, wait=wait,
-        response=response, operations=operations, runtime=runtime,
+        access.execute(caller.account, proposal_id),
+        caller=caller,
+        idempotency_key=idempotency_key,
+        payload={"proposal_id": proposal_id},
+        wait=wait,
+        response=response,
+        operations=operations,
+        runtime=runtime,
     )

@@ -46,7 +46,9 @@ def list_roles(
     role: Annotated[Role | None, Query(description="Only this role")] = None,
 ) -> list[RoleHoldingOut]:
     """Role holders, read from the chain."""
-    return [RoleHoldingOut.model_validate(h, from_attributes=True) for h in access.holdings(org, role)]
+    return [
+        RoleHoldingOut.model_validate(h, from_attributes=True) for h in access.holdings(org, role)
+    ]
 
 
 @router.get("/{account}", response_model=AccountRolesOut)
@@ -57,7 +59,9 @@ def account_roles(
 ) -> AccountRolesOut:
     """The roles one account holds and the organisation it belongs to (0 for none)."""
     return AccountRolesOut(
-        account=account, organization_id=access.organization_of(account), roles=access.roles_of(account)
+        account=account,
+        organization_id=access.organization_of(account),
+        roles=access.roles_of(account),
     )
 
 
@@ -75,9 +79,14 @@ def grant_role(
     """Grant a role to an account; it joins your organisation. Needs an ORG_ADMIN key."""
     payload = body.model_dump(mode="json")
     return answer_write(
-        access.grant(caller.account, body.role, body.account), caller=caller,
-        idempotency_key=idempotency_key, payload=payload, wait=wait, response=response,
-        operations=operations, runtime=runtime,
+        access.grant(caller.account, body.role, body.account),
+        caller=caller,
+        idempotency_key=idempotency_key,
+        payload=payload,
+        wait=wait,
+        response=response,
+        operations=operations,
+        runtime=runtime,
     )
 
 
@@ -95,7 +104,12 @@ def revoke_role(
     """Revoke a role from an account of your organisation. Needs an ORG_ADMIN key."""
     payload = body.model_dump(mode="json")
     return answer_write(
-        access.revoke(caller.account, body.role, body.account), caller=caller,
-        idempotency_key=idempotency_key, payload=payload, wait=wait, response=response,
-        operations=operations, runtime=runtime,
+        access.revoke(caller.account, body.role, body.account),
+        caller=caller,
+        idempotency_key=idempotency_key,
+        payload=payload,
+        wait=wait,
+        response=response,
+        operations=operations,
+        runtime=runtime,
     )
