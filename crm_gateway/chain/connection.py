@@ -14,7 +14,7 @@ from typing import Any
 from eth_typing import ChecksumAddress
 from web3 import HTTPProvider, Web3
 from web3.providers.eth_tester import EthereumTesterProvider
-from web3.types import RPCEndpoint, RPCResponse
+from web3.types import RPCEndpoint, RPCResponse, Wei
 
 from crm_gateway.config import ChainKind, Settings
 
@@ -64,7 +64,9 @@ class Chain:
         if self.kind is ChainKind.EMBEDDED:
             rich = self.w3.eth.accounts[0]
             if self.w3.eth.get_balance(address) < wei:
-                tx_hash = self.w3.eth.send_transaction({"from": rich, "to": address, "value": wei})
+                tx_hash = self.w3.eth.send_transaction(
+                    {"from": rich, "to": address, "value": Wei(wei)}
+                )
                 self.w3.eth.wait_for_transaction_receipt(tx_hash)
         elif self.kind is ChainKind.ANVIL:
             from crm_gateway.chain.anvil import fund_dev_account

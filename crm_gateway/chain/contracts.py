@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-from eth_utils import event_abi_to_log_topic
+from eth_typing import ABIEvent
+from eth_utils.abi import event_abi_to_log_topic
+from web3 import Web3
 from web3.contract import Contract
 from web3.types import LogReceipt, TxReceipt
 
@@ -37,11 +39,14 @@ class Contracts:
             raise ContractNotDeployed(
                 f"{name} is not deployed on chain {self.chain.chain_id}; run `crm-chaincode deploy`"
             )
-        contract = self.chain.w3.eth.contract(address=address, abi=self.artifacts[name].abi)
+        contract = self.chain.w3.eth.contract(
+            address=Web3.to_checksum_address(address), abi=self.artifacts[name].abi
+        )
         self._cache[name] = contract
         for item in self.artifacts[name].abi:
             if item.get("type") == "event":
-                self._events[(address.lower(), event_abi_to_log_topic(item))] = item["name"]
+                topic = event_abi_to_log_topic(cast(ABIEvent, item))
+                self._events[(address.lower(), topic)] = item["name"]
         return contract
 
     def deployed(self) -> dict[str, str]:

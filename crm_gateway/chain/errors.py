@@ -12,9 +12,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from eth_abi import decode as abi_decode
+from eth_abi.abi import decode as abi_decode
 from eth_abi.exceptions import DecodingError
-from eth_utils import function_signature_to_4byte_selector, to_bytes
+from eth_utils.abi import function_signature_to_4byte_selector
+from eth_utils.conversions import to_bytes
 from web3.exceptions import ContractCustomError, ContractLogicError, ContractPanicError
 
 from crm_gateway.chain.jsonable import to_jsonable

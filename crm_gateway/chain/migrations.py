@@ -119,7 +119,9 @@ class MigrationContext:
         address = self.record.address_of(name)
         if address is None:
             raise MigrationError(f"{name} is not deployed yet")
-        return self.chain.w3.eth.contract(address=address, abi=self.artifacts[name].abi)
+        return self.chain.w3.eth.contract(
+            address=Web3.to_checksum_address(address), abi=self.artifacts[name].abi
+        )
 
     def transact(self, build: Callable[[Any], Any]) -> Any:
         w3 = self.chain.w3

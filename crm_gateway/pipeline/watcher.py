@@ -12,9 +12,12 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from eth_typing import HexStr
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, sessionmaker
+from web3 import Web3
 from web3.exceptions import TransactionNotFound
+from web3.types import TxParams
 
 from crm_gateway.chain.contracts import Contracts
 from crm_gateway.pipeline.nonces import NonceAllocator
@@ -77,7 +80,7 @@ class Watcher:
         w3 = self._contracts.chain.w3
         now = datetime.now(UTC)
         try:
-            receipt: Any = w3.eth.get_transaction_receipt(tx.tx_hash)
+            receipt: Any = w3.eth.get_transaction_receipt(HexStr(tx.tx_hash))
         except TransactionNotFound:
             receipt = None
 
@@ -106,11 +109,13 @@ class Watcher:
 
         if tx.last_sent_at is not None and now - tx.last_sent_at < self._resubmit_after:
             return False
-        mined_count = int(w3.eth.get_transaction_count(tx.sender, "latest"))
+        mined_count = int(
+            w3.eth.get_transaction_count(Web3.to_checksum_address(tx.sender), "latest")
+        )
         if mined_count > tx.nonce:
             # Check again: the receipt may have appeared between the two calls.
             try:
-                w3.eth.get_transaction_receipt(tx.tx_hash)
+                w3.eth.get_transaction_receipt(HexStr(tx.tx_hash))
                 return False
             except TransactionNotFound:
                 pass
@@ -143,8 +148,8 @@ class Watcher:
     def _revert_reason(self, tx: ChainTransaction) -> tuple[str, dict[str, Any]]:
         """Replay a reverted transaction against the state before its block to learn why."""
         w3 = self._contracts.chain.w3
-        original: Any = w3.eth.get_transaction(tx.tx_hash)
-        call = {"from": original["from"], "to": original["to"], "data": original["input"]}
+        original: Any = w3.eth.get_transaction(HexStr(tx.tx_hash))
+        call: TxParams = {"from": original["from"], "to": original["to"], "data": original["input"]}
         try:
             w3.eth.call(call, max(int(tx.block_number or 1) - 1, 0))
         except Exception as exc:
@@ -175,4 +180,3 @@ def _settle(
     operation.result = result
     if error is not None:
         operation.error_name, operation.error_args = error
-

@@ -3,11 +3,14 @@ writes that change them (role grants, proposals, approvals), checked before they
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
-from eth_utils import keccak, to_checksum_address
+from eth_typing import ABIComponent, ABIFunction
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
 from web3.contract import Contract
 
 from crm_gateway.chain.contracts import Contracts
@@ -75,7 +78,7 @@ class AccessService:
         if not 1 <= org_id <= int(functions.organizationCount().call()):
             raise NotFoundError(f"organisation {org_id} does not exist")
         record = functions.organization(org_id).call()
-        members = [to_checksum_address(a) for a in functions.membersOf(org_id).call()]
+        members: list[str] = [to_checksum_address(a) for a in functions.membersOf(org_id).call()]
         return Organization(
             id=int(record[0]),
             name=record[1],
@@ -176,7 +179,7 @@ class AccessService:
 
     def propose(self, actor: str, kind: ProposalKind, arguments: dict[str, Any]) -> ChainWrite:
         self.require_org_admin(actor)
-        function, args = {
+        builders: dict[ProposalKind, Callable[[], tuple[str, list[Any]]]] = {
             ProposalKind.ADD_ORGANIZATION: lambda: (
                 "proposeAddOrganization",
                 [arguments["name"], to_checksum_address(arguments["admin"])],
@@ -193,7 +196,8 @@ class AccessService:
                 "proposeThresholdChange",
                 [int(arguments["threshold_bps"])],
             ),
-        }[kind]()
+        }
+        function, args = builders[kind]()
         return ChainWrite(
             kind=f"orgs.propose.{kind.value}",
             contract=CONSORTIUM,
@@ -217,9 +221,9 @@ class AccessService:
         )
 
 
-def _outputs(contract: Contract, function: str) -> list[dict[str, Any]]:
+def _outputs(contract: Contract, function: str) -> Sequence[ABIComponent]:
     for item in contract.abi:
         if item.get("type") == "function" and item.get("name") == function:
-            outputs: list[dict[str, Any]] = item["outputs"][0].get("components") or item["outputs"]
-            return outputs
+            abi = cast(ABIFunction, item)
+            return abi["outputs"][0].get("components") or abi["outputs"]
     raise LookupError(function)
