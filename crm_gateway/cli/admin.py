@@ -10,10 +10,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import typer
-from eth_utils import is_address, to_checksum_address
+from eth_utils.address import is_address, to_checksum_address
 from rich.table import Table
 
 from crm_gateway.cli.common import console, fail, one_sentence_errors, settings
+from crm_gateway.config import ChainKind
 from crm_gateway.pipeline.outbox import ChainWrite
 from crm_gateway.runtime import Runtime, build_runtime, open_keystore
 from crm_gateway.security.apikeys import create_api_key, revoke
@@ -247,9 +248,10 @@ def apikeys_create(
     with _runtime() as runtime:
         access = AccessService(runtime.contracts)
         org_id = _org_id(access, org)
+        bound: str
         if account is None:
             new_account = runtime.keystore.create()
-            if runtime.chain.kind.value != "rpc":
+            if runtime.chain.kind is not ChainKind.RPC:
                 runtime.chain.dev_fund(new_account.address, runtime.settings.dev_fund_wei)
             bound = new_account.address
             actor = _actor(runtime, as_)
