@@ -99,6 +99,9 @@ class Runtime:
 
     def close(self) -> None:
         self.pipeline.stop()
+        engine = self.session_factory.kw.get("bind")
+        if engine is not None:
+            engine.dispose()
 
 
 def build_runtime(settings: Settings, *, chain: Chain | None = None) -> Runtime:

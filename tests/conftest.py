@@ -2,17 +2,78 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import Engine, create_engine, make_url, text
+from sqlalchemy.pool import NullPool
 
 from crm_gateway.config import ChainKind, Settings
+from crm_gateway.store.db import resolve_database_url
 
 # Throwaway test keys: a low scrypt work factor keeps keystore files fast to write and read.
 TEST_SCRYPT_N = 2**4
+
+
+DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+SCHEMA_PREFIX = "crm_test_"
+
+
+def _admin_engine(url: str) -> Engine:
+    return create_engine(
+        resolve_database_url(url),
+        poolclass=NullPool,
+        connect_args={"connect_timeout": 2},
+        isolation_level="AUTOCOMMIT",
+    )
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """The PostgreSQL server URL, or a skip when nothing answers there."""
+    url = os.environ.get("TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
+    shown = make_url(url).render_as_string(hide_password=True)
+    engine = _admin_engine(url)
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        pytest.skip(f"PostgreSQL not reachable at {shown}: {reason}")
+    finally:
+        engine.dispose()
+    return url
+
+
+@pytest.fixture
+def postgres_schema_url(postgres_url: str) -> Iterator[str]:
+    """A URL whose connections live in a fresh, empty schema, dropped after the test."""
+    schema = f"{SCHEMA_PREFIX}{os.getpid()}_{uuid.uuid4().hex[:10]}"
+    admin = _admin_engine(postgres_url)
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url = make_url(postgres_url).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text("SET lock_timeout = '10s'"))
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database: a SQLite file in a not-yet-existing directory, or a PostgreSQL schema."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store' / 'crm.db'}"
+    url: str = request.getfixturevalue("postgres_schema_url")
+    return url
 
 
 def free_port() -> int:
@@ -45,18 +106,54 @@ def settings_factory(tmp_path: Path) -> Callable[..., Settings]:
     return lambda **overrides: make_settings(tmp_path, **overrides)
 
 
-@pytest.fixture(params=[pytest.param("embedded"), pytest.param("anvil", marks=pytest.mark.anvil)])
-def chain_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Settings]:
-    """Settings for the embedded chain, and for a real Anvil process started for this test."""
-    if request.param == "embedded":
-        yield make_settings(tmp_path)
-        return
-    from crm_gateway.chain.anvil import AnvilNode
+CHAIN_VARIANTS = [
+    pytest.param(("embedded", "sqlite"), id="embedded-sqlite"),
+    pytest.param(("embedded", "postgres"), id="embedded-postgres", marks=pytest.mark.postgres),
+    pytest.param(("anvil", "sqlite"), id="anvil-sqlite", marks=pytest.mark.anvil),
+    pytest.param(("rpc", "sqlite"), id="rpc-sqlite", marks=pytest.mark.anvil),
+]
 
-    settings = make_settings(tmp_path, chain_kind=ChainKind.ANVIL, anvil_port=free_port())
-    node = AnvilNode(settings)
+
+@pytest.fixture(params=CHAIN_VARIANTS)
+def chain_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Settings]:
+    """Settings for each chain kind the product supports, with SQLite or PostgreSQL.
+
+    `anvil` is a real Anvil process started for this test; `rpc` talks to such a process as it
+    would to any JSON-RPC network (Besu, GoQuorum): no faucet, a pre-funded deployer key.
+    """
+    kind, database = request.param
+    overrides: dict[str, Any] = {}
+    if database == "postgres":
+        overrides["database_url"] = request.getfixturevalue("postgres_schema_url")
+    if kind == "embedded":
+        yield make_settings(tmp_path, **overrides)
+        return
+    from crm_gateway.chain.anvil import AnvilNode, fund_dev_account
+
+    port = free_port()
+    node = AnvilNode(make_settings(tmp_path, chain_kind=ChainKind.ANVIL, anvil_port=port))
     node.start()
     try:
+        if kind == "anvil":
+            yield make_settings(tmp_path, chain_kind=ChainKind.ANVIL, anvil_port=port, **overrides)
+            return
+        settings = make_settings(tmp_path, chain_kind=ChainKind.RPC, rpc_url=node.url, **overrides)
+        from web3 import Web3
+
+        from crm_gateway.runtime import open_keystore
+
+        deployer = open_keystore(settings).create()
+        fund_dev_account(Web3(Web3.HTTPProvider(node.url)), deployer.address, 10**21)
         yield settings
     finally:
         node.stop()
+
+
+def deploy_unless_embedded(settings: Settings) -> None:
+    """Apply migrations as an admin would; the embedded chain deploys itself at start."""
+    if settings.chain_kind is ChainKind.EMBEDDED:
+        return
+    from crm_gateway.chain.connection import connect
+    from crm_gateway.runtime import deploy, open_keystore
+
+    deploy(settings, connect(settings), open_keystore(settings))

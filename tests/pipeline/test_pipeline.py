@@ -19,15 +19,12 @@ from crm_gateway.runtime import Runtime, build_runtime
 from crm_gateway.services.access import AccessService, Role
 from crm_gateway.services.operations import OperationService, OperationView
 from crm_gateway.store.models import ChainTransaction, ChainTransactionStatus
+from tests.conftest import deploy_unless_embedded
 
 
 @pytest.fixture
 def runtime(chain_settings: Settings) -> Iterator[Runtime]:
-    if chain_settings.chain_kind.value == "anvil":
-        from crm_gateway.chain.connection import connect
-        from crm_gateway.runtime import deploy, open_keystore
-
-        deploy(chain_settings, connect(chain_settings), open_keystore(chain_settings))
+    deploy_unless_embedded(chain_settings)
     runtime = build_runtime(chain_settings)
     yield runtime
     runtime.close()
@@ -136,11 +133,7 @@ def test_a_transaction_the_node_forgot_is_sent_again(
     # The node loses its newest blocks (as Anvil does when killed before its next state dump);
     # the watcher notices the receipt is gone and broadcasts the same signed bytes again.
     slow_finality = chain_settings.model_copy(update={"finality_seconds": 60.0})
-    if slow_finality.chain_kind.value == "anvil":
-        from crm_gateway.chain.connection import connect
-        from crm_gateway.runtime import deploy, open_keystore
-
-        deploy(slow_finality, connect(slow_finality), open_keystore(slow_finality))
+    deploy_unless_embedded(slow_finality)
     runtime = build_runtime(slow_finality)
     try:
         w3 = runtime.chain.w3
