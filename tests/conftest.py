@@ -13,8 +13,9 @@ import pytest
 from sqlalchemy import Engine, create_engine, make_url, text
 from sqlalchemy.pool import NullPool
 
-from crm_gateway.config import ChainKind, Settings
+from crm_gateway.config import ChainKind, Settings, get_settings
 from crm_gateway.store.db import resolve_database_url
+from typer.testing import CliRunner
 
 # Throwaway test keys: a low scrypt work factor keeps keystore files fast to write and read.
 TEST_SCRYPT_N = 2**4
@@ -157,3 +158,30 @@ def deploy_unless_embedded(settings: Settings) -> None:
     from crm_gateway.runtime import deploy, open_keystore
 
     deploy(settings, connect(settings), open_keystore(settings))
+
+
+@pytest.fixture
+def anvil_settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path, chain_kind=ChainKind.ANVIL, anvil_port=free_port())
+
+
+@pytest.fixture
+def node(anvil_settings: Settings) -> Iterator[Any]:
+    from crm_gateway.chain.anvil import AnvilNode
+
+    anvil = AnvilNode(anvil_settings)
+    anvil.start()
+    yield anvil
+    anvil.stop()
+
+
+@pytest.fixture
+def cli_env(anvil_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
+    """The CLI reads its settings from the environment, as it does for an admin."""
+    for name, value in anvil_settings.model_dump().items():
+        if value is not None:
+            raw = value.get_secret_value() if hasattr(value, "get_secret_value") else value
+            monkeypatch.setenv(name.upper(), str(raw))
+    get_settings.cache_clear()
+    yield CliRunner()
+    get_settings.cache_clear()

@@ -19,33 +19,6 @@ from crm_gateway.runtime import deploy, open_keystore
 from tests.conftest import free_port, make_settings
 
 
-@pytest.fixture
-def anvil_settings(tmp_path: Path) -> Settings:
-    return make_settings(tmp_path, chain_kind=ChainKind.ANVIL, anvil_port=free_port())
-
-
-@pytest.fixture
-def node(anvil_settings: Settings) -> Iterator[Any]:
-    from crm_gateway.chain.anvil import AnvilNode
-
-    anvil = AnvilNode(anvil_settings)
-    anvil.start()
-    yield anvil
-    anvil.stop()
-
-
-@pytest.fixture
-def cli_env(anvil_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    """The CLI reads its settings from the environment, as it does for an admin."""
-    for name, value in anvil_settings.model_dump().items():
-        if value is not None:
-            raw = value.get_secret_value() if hasattr(value, "get_secret_value") else value
-            monkeypatch.setenv(name.upper(), str(raw))
-    get_settings.cache_clear()
-    yield CliRunner()
-    get_settings.cache_clear()
-
-
 def _record_path(settings: Settings) -> Path:
     return settings.path(settings.deployments_dir) / f"{settings.anvil_chain_id}.json"
 
