@@ -45,11 +45,20 @@ def deployment_store(settings: Settings, chain: Chain) -> DeploymentStore:
     return DeploymentStore(settings.path(settings.deployments_dir), chain.chain_id)
 
 
-def deployer_account(settings: Settings, chain: Chain, keystore: Keystore) -> LocalAccount:
-    """The account that deploys; on a development chain it is created and funded if missing."""
-    if settings.deployer_account:
-        return keystore.unlock(settings.deployer_account)
+def deployer_account(
+    settings: Settings, chain: Chain, keystore: Keystore, recorded: str | None = None
+) -> LocalAccount:
+    """The account that deploys; on a development chain it is created and funded if missing.
+
+    Chosen in this order: DEPLOYER_ACCOUNT, the deployer the record names, the only key there is.
+    """
+    if settings.deployer_account or recorded:
+        return keystore.unlock(settings.deployer_account or recorded or "")
     addresses = keystore.addresses()
+    if len(addresses) > 1:
+        raise KeystoreError(
+            f"{keystore.directory} holds several keys; set DEPLOYER_ACCOUNT to the one that deploys"
+        )
     if addresses:
         account = keystore.unlock(addresses[0])
     elif chain.kind is ChainKind.RPC:
@@ -74,12 +83,13 @@ def deploy(
     store: DeploymentStore | None = None,
 ) -> MigrationReport:
     """Apply pending migrations to the chain and record them."""
+    store = store or deployment_store(settings, chain)
     return apply_migrations(
         settings=settings,
         chain=chain,
-        deployer=deployer_account(settings, chain, keystore),
+        deployer=deployer_account(settings, chain, keystore, store.load().deployer),
         artifacts=Artifacts(settings.path(settings.abi_dir)),
-        store=store or deployment_store(settings, chain),
+        store=store,
         on_step=on_step,
     )
 

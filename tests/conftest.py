@@ -182,6 +182,7 @@ def cli_env(anvil_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterat
         if value is not None:
             raw = value.get_secret_value() if hasattr(value, "get_secret_value") else value
             monkeypatch.setenv(name.upper(), str(raw))
+    monkeypatch.setenv("COLUMNS", "250")  # rich tables would truncate addresses at 80
     get_settings.cache_clear()
     yield CliRunner()
     get_settings.cache_clear()

@@ -34,6 +34,8 @@ class DeploymentRecord:
     chain_id: int
     contracts: dict[str, DeployedContract] = field(default_factory=dict)
     migrations: list[str] = field(default_factory=list)
+    # The account that deployed (CONSORTIUM_ADMIN, first admin of the founding organisation).
+    deployer: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -49,6 +51,7 @@ class DeploymentRecord:
                 for name, c in sorted(self.contracts.items())
             },
             "migrations": list(self.migrations),
+            "deployer": self.deployer,
         }
 
     @classmethod
@@ -66,6 +69,7 @@ class DeploymentRecord:
                 for name, c in data.get("contracts", {}).items()
             },
             migrations=list(data.get("migrations", [])),
+            deployer=data.get("deployer"),
         )
 
     def address_of(self, name: str) -> str | None:

@@ -183,6 +183,7 @@ def apply_migrations(
             migration=migration.name,
         )
         module.apply(context)
+        record.deployer = record.deployer or deployer.address
         record.migrations.append(migration.name)
         store.save(record)
         applied.append(migration.name)

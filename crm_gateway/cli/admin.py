@@ -47,12 +47,10 @@ def _actor(runtime: Runtime, explicit: str | None) -> str:
         if not is_address(explicit):
             fail(f"--as {explicit} is not an Ethereum address")
         return to_checksum_address(explicit)
-    addresses = runtime.keystore.addresses()
-    if runtime.settings.deployer_account:
-        return to_checksum_address(runtime.settings.deployer_account)
-    if not addresses:
-        fail("the keystore is empty; run `crm-chaincode deploy` or `crm-chaincode accounts new`")
-    return addresses[0]
+    deployer = runtime.settings.deployer_account or runtime.contracts.record.deployer
+    if deployer is None:
+        fail("no signing account: pass --as or set DEPLOYER_ACCOUNT")
+    return to_checksum_address(deployer)
 
 
 def _submit(runtime: Runtime, write: ChainWrite) -> OperationView:

@@ -8,11 +8,12 @@ from rich.table import Table
 
 from crm_gateway.chain.compiler import compile_contracts, stale_artifacts, write_artifacts
 from crm_gateway.chain.connection import connect
+from crm_gateway.chain.deployments import verify_record
 from crm_gateway.cli import admin
 from crm_gateway.cli.common import console, fail, one_sentence_errors, settings
 from crm_gateway.config import ChainKind, Settings
 from crm_gateway.runtime import deploy as apply_deployment
-from crm_gateway.runtime import open_keystore
+from crm_gateway.runtime import deployment_store, open_keystore
 
 app = typer.Typer(
     name="crm-chaincode",
@@ -59,6 +60,8 @@ def deploy() -> None:
 
 def _deploy(cfg: Settings) -> None:
     chain = connect(cfg)
+    store = deployment_store(cfg, chain)
+    verify_record(store.load(), chain, store.path)
     keystore = open_keystore(cfg)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=console) as progress:
         task = progress.add_task(f"migrating chain {chain.chain_id}", total=None)
@@ -67,7 +70,7 @@ def _deploy(cfg: Settings) -> None:
             progress.console.print(f"  {'applied' if applied else 'already applied'}  {name}")
             progress.advance(task)
 
-        report = apply_deployment(cfg, chain, keystore, on_step=on_step)
+        report = apply_deployment(cfg, chain, keystore, on_step=on_step, store=store)
     table = Table("contract", "address", "block", title=f"chain {chain.chain_id}")
     for name, deployed in sorted(report.record.contracts.items()):
         table.add_row(name, deployed.address, str(deployed.block_number))

@@ -41,7 +41,7 @@ def test_deploy_records_every_contract_and_a_second_run_changes_nothing(
     assert receipt["contractAddress"] == consortium["address"]
     assert receipt["blockNumber"] == consortium["blockNumber"]
 
-    deployer = keystore.addresses()[0]
+    deployer = str(first.record.deployer)
     nonce = chain.w3.eth.get_transaction_count(deployer)
     second = deploy(anvil_settings, chain, open_keystore(anvil_settings))
     assert second.applied == []
@@ -67,7 +67,7 @@ def test_the_founding_organisation_comes_from_settings(tmp_path: Path) -> None:
         )
         org = consortium.functions.organization(1).call()
         assert org[1] == "acme-brand"
-        assert org[2] == keystore.addresses()[0]
+        assert org[2] == record.deployer
 
 
 @pytest.mark.anvil

@@ -119,7 +119,7 @@ def test_every_acknowledged_grant_is_on_chain_exactly_once(
     chain = connect(crash_settings)
     keystore = open_keystore(crash_settings)
     record = deploy(crash_settings, chain, keystore).record
-    admin = keystore.addresses()[0]
+    admin = str(record.deployer)
     upgrade_database(crash_settings.database_url)
     with make_session_factory(make_engine(crash_settings.database_url))() as session:
         _key, api_key = create_api_key(session, org_id=1, account=admin, role="ORG_ADMIN")

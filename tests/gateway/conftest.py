@@ -34,7 +34,7 @@ def client(runtime: Runtime) -> Iterator[TestClient]:
 @pytest.fixture
 def founder_admin(runtime: Runtime) -> str:
     """The deployer: CONSORTIUM_ADMIN and ORG_ADMIN of the founding organisation (id 1)."""
-    return runtime.keystore.addresses()[0]
+    return str(runtime.contracts.record.deployer)
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ def runtime(chain_settings: Settings) -> Iterator[Runtime]:
 
 
 def _admin(runtime: Runtime) -> str:
-    return runtime.keystore.addresses()[0]
+    return str(runtime.contracts.record.deployer)
 
 
 def _grant(runtime: Runtime, role: Role = Role.AGENT, account: str | None = None) -> ChainWrite:
