@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     anvil_state_interval_seconds: Annotated[int, Field(ge=1)] = 1
     anvil_block_time_seconds: float | None = None
     anvil_start_timeout_seconds: float = 30.0
+    # Keep the state at every block in the state file, so eth_call/eth_getBalance at an older
+    # block still work after a restart (Anvil forgets them otherwise); ~15x larger state file.
+    anvil_preserve_historical_states: bool = False
 
     # --- compiler ----------------------------------------------------------------------------
     solc_version: str = "0.8.30"

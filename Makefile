@@ -1,0 +1,78 @@
+# crm-chaincode: `make run` and `make test` on a fresh machine (Python 3.11 and Node 20).
+# Only the PyPI and npm registries are used (pip install, npm ci); nothing else is downloaded.
+# Nothing here removes var/ (chain state, database, keystore, keyring).
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+ifeq ($(origin PYTHON),undefined)
+PYTHON := $(shell command -v python3.11 2>/dev/null || command -v python3 2>/dev/null || echo python3)
+endif
+NPM ?= npm
+VENV := .venv
+CLI := $(VENV)/bin/crm-chaincode
+PY_STAMP := $(VENV)/.stamp-install
+NPM_STAMP := node_modules/.stamp-npm
+TEST_POSTGRES_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
+export TEST_POSTGRES_URL
+PYTEST_ARGS ?=
+ARGS ?=
+
+.PHONY: help deps run test lint compile deploy node clean distclean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+# Python: a venv with the project installed in editable mode, redone when pyproject.toml changes.
+$(PY_STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || \
+	  { echo "Python 3.11 or newer is needed (tried '$(PYTHON)'); set PYTHON=/path/to/python3.11" >&2; exit 1; }
+	@test -x $(VENV)/bin/python || { echo "creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
+	$(VENV)/bin/python -m pip install --disable-pip-version-check -q -e '.[dev]'
+	@touch $@
+
+# npm: the pinned tools (solc-js, OpenZeppelin, Anvil), reinstalled when the lock file changes.
+# A node_modules that npm itself recorded as matching the lock file is kept (no stamp yet).
+$(NPM_STAMP): package-lock.json package.json
+	@command -v node >/dev/null && node -e 'process.exit(parseInt(process.versions.node, 10) < 20 ? 1 : 0)' || \
+	  { echo "Node.js 20 or newer is needed (with npm) to install the pinned tools" >&2; exit 1; }
+	@if [ ! -e $@ ] && [ node_modules/.package-lock.json -nt package-lock.json ] \
+	    && [ node_modules/.package-lock.json -nt package.json ]; then \
+	  echo "node_modules already matches package-lock.json (npm's own record); not reinstalling"; \
+	else \
+	  echo "$(NPM) ci --no-audit --no-fund"; $(NPM) ci --no-audit --no-fund; \
+	fi
+	@touch $@
+
+deps: $(PY_STAMP) $(NPM_STAMP) ## install Python and npm dependencies when missing or changed
+
+run: deps ## Anvil + migrations + gateway on http://127.0.0.1:8000 (Ctrl-C stops both)
+	$(CLI) run $(ARGS)
+
+test: deps ## the test suite (PostgreSQL tests are skipped if it is unreachable)
+	@$(VENV)/bin/python tools/check_postgres.py
+	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+
+lint: deps ## ruff check, ruff format --check, mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+compile: deps ## compile contracts/ into abi/
+	$(CLI) compile $(ARGS)
+
+deploy: deps ## run the migrations against the configured chain
+	$(CLI) deploy $(ARGS)
+
+node: deps ## run the project's Anvil node in the foreground
+	$(CLI) node $(ARGS)
+
+clean: ## remove caches and build leftovers (keeps .venv, node_modules and var/)
+	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info
+	find . -path ./node_modules -prune -o -path ./$(VENV) -prune -o \
+	  -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean ## also remove .venv and node_modules (var/ is kept)
+	rm -rf $(VENV) node_modules
