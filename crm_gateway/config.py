@@ -90,6 +90,18 @@ class Settings(BaseSettings):
     gas_limit_multiplier: Annotated[float, Field(ge=1.0)] = 1.25
     wait_timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
 
+    # --- personal-data vault -----------------------------------------------------------------
+    # JSON keyring of key-encryption keys (and, unless INDEX_KEY is set, the blind-index key);
+    # created with mode 0600 on first use, refused when group or others may read it.
+    vault_keyring_file: Path = Path("var/vault/keyring.json")
+    # Blind-index key, 64 hex digits (256 bits); the SAME value in every organisation of the
+    # consortium (it derives the shared customer ids). Unset: the one in the keyring file.
+    index_key: SecretStr | None = None
+    # Region (ISO 3166-1 alpha-2) assumed for phone numbers written without a +country code.
+    default_phone_region: str = "GB"
+    # Records re-wrapped per database transaction by `keys rotate` (resumable per batch).
+    key_rotation_batch_size: Annotated[int, Field(ge=1, le=100_000)] = 1_000
+
     # --- gateway -----------------------------------------------------------------------------
     gateway_host: str = "127.0.0.1"
     gateway_port: Annotated[int, Field(ge=1, le=65535)] = 8000
@@ -102,6 +114,30 @@ class Settings(BaseSettings):
         if value not in known:
             raise ValueError(f"evm_version must be one of {sorted(known)}")
         return value
+
+    @field_validator("default_phone_region")
+    @classmethod
+    def _known_phone_region(cls, value: str) -> str:
+        import phonenumbers
+
+        region = value.strip().upper()
+        if region not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError("default_phone_region must be a region known to phonenumbers, e.g. GB")
+        return region
+
+    @field_validator("index_key")
+    @classmethod
+    def _index_key_is_256_bit_hex(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        raw = value.get_secret_value().strip().removeprefix("0x")
+        try:
+            key = bytes.fromhex(raw)
+        except ValueError:
+            raise ValueError("index_key must be 64 hex digits (256 bits)") from None
+        if len(key) != 32:
+            raise ValueError("index_key must be 64 hex digits (256 bits)")
+        return SecretStr(raw.lower())
 
     def path(self, value: Path) -> Path:
         """Resolve a configured path against the project root."""

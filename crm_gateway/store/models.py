@@ -271,3 +271,151 @@ class Operation(Base):
         return (
             f"Operation(seq={self.seq}, id={self.id!r}, kind={self.kind!r}, status={self.status!r})"
         )
+
+
+# --- customers: the personal-data vault ---------------------------------------------------------
+
+BYTES32_HEX_LENGTH = 66  # "0x" + 64 hex digits: customer ids and commitments
+KEK_ID_LENGTH = 64
+
+
+class CustomerStatus(StrEnum):
+    """Whether a customer record still holds personal data."""
+
+    ACTIVE = "active"
+    ERASED = "erased"  # crypto-shredded: no ciphertext, no key material, no blind indexes
+
+
+class BlindIndexKind(StrEnum):
+    """What a blind index is an HMAC of."""
+
+    EMAIL = "email"
+    PHONE = "phone"
+
+
+class AccessAction(StrEnum):
+    """What a caller tried to do with a customer's personal data (more may follow)."""
+
+    CREATE = "create"
+    READ = "read"
+    LOOKUP = "lookup"
+    UPDATE = "update"
+    VERIFY = "verify"
+    EXPORT = "export"
+    ERASE = "erase"
+    LINK_WALLET = "link_wallet"
+
+
+class AccessDecision(StrEnum):
+    ALLOWED = "allowed"
+    REFUSED = "refused"
+
+
+class CustomerRecord(Base):
+    """One organisation's encrypted copy of a customer's profile (one row per customer).
+
+    Active: `ciphertext` is the sealed `0x01 || salt || canonical profile` (AES-256-GCM, tag
+    included), `nonce` its 12-byte nonce, `wrapped_key` the data key wrapped by the KEK `kek_id`;
+    the AAD binds it to `customer_id`, `version` and `org_id` (see `vault.records`). The salt of
+    the commitment lives inside the sealed payload, so there is no salt column to shred.
+    Erased: all four are NULL (the CHECK constraint enforces it), `erased_at` is set; only the
+    id, version and commitment (public on-chain anyway) remain.
+    """
+
+    __tablename__ = "customer_records"
+    __table_args__ = (
+        CheckConstraint(_in("status", CustomerStatus), name="status"),
+        CheckConstraint("version >= 1", name="version"),
+        CheckConstraint(
+            "(status = 'active' AND ciphertext IS NOT NULL AND nonce IS NOT NULL"
+            " AND wrapped_key IS NOT NULL AND kek_id IS NOT NULL AND erased_at IS NULL)"
+            " OR (status = 'erased' AND ciphertext IS NULL AND nonce IS NULL"
+            " AND wrapped_key IS NULL AND kek_id IS NULL AND erased_at IS NOT NULL)",
+            name="key_material",
+        ),
+        Index("ix_customer_records_kek_id", "kek_id"),
+    )
+
+    customer_id: Mapped[str] = mapped_column(String(BYTES32_HEX_LENGTH), primary_key=True)
+    org_id: Mapped[int] = mapped_column(Integer)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    status: Mapped[CustomerStatus] = mapped_column(
+        StrEnumType(CustomerStatus), default=CustomerStatus.ACTIVE
+    )
+    ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
+    nonce: Mapped[bytes | None] = mapped_column(LargeBinary)
+    wrapped_key: Mapped[bytes | None] = mapped_column(LargeBinary)
+    kek_id: Mapped[str | None] = mapped_column(String(KEK_ID_LENGTH))
+    commitment: Mapped[str] = mapped_column(String(BYTES32_HEX_LENGTH))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime(), default=_same_as_created_at, onupdate=utcnow
+    )
+    erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    @property
+    def is_erased(self) -> bool:
+        return self.status is CustomerStatus.ERASED
+
+    def __repr__(self) -> str:
+        return (
+            f"CustomerRecord(customer_id={self.customer_id!r}, version={self.version}, "
+            f"status={self.status!r})"
+        )
+
+
+class BlindIndex(Base):
+    """A keyed HMAC of an active customer's normalised e-mail or phone (see `vault.blind_index`).
+
+    The primary key makes each (kind, value) unique; rows exist only for active records (erasure
+    deletes them), so that is uniqueness among active records.
+    """
+
+    __tablename__ = "blind_indexes"
+    __table_args__ = (CheckConstraint(_in("kind", BlindIndexKind), name="kind"),)
+
+    kind: Mapped[BlindIndexKind] = mapped_column(StrEnumType(BlindIndexKind), primary_key=True)
+    value: Mapped[str] = mapped_column(String(SHA256_HEX_LENGTH), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(
+        String(BYTES32_HEX_LENGTH),
+        ForeignKey("customer_records.customer_id", ondelete="CASCADE"),
+        index=True,
+    )
+
+    def __repr__(self) -> str:
+        return f"BlindIndex(kind={self.kind!r}, customer_id={self.customer_id!r})"
+
+
+class AccessLogEntry(Base):
+    """One attempt to use a customer's personal data: who, which customer, why, the decision.
+
+    Append-only. Never holds personal data: lookups log the customer found, not the e-mail or
+    phone asked for. `prev_hash` / `entry_hash` are reserved for the hash chain (issue 6).
+    """
+
+    __tablename__ = "access_log"
+    __table_args__ = (
+        CheckConstraint(_in("decision", AccessDecision), name="decision"),
+        Index("ix_access_log_customer_id_seq", "customer_id", "seq"),
+        {"sqlite_autoincrement": True},
+    )
+
+    seq: Mapped[int] = mapped_column(_bigint(), Identity(), primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    api_key_id: Mapped[str | None] = mapped_column(String(36), ForeignKey("api_keys.id"))
+    org_id: Mapped[int | None] = mapped_column(Integer)
+    account: Mapped[str | None] = mapped_column(String(ADDRESS_LENGTH))
+    customer_id: Mapped[str | None] = mapped_column(String(BYTES32_HEX_LENGTH))
+    purpose: Mapped[str | None] = mapped_column(String(200))
+    # No CHECK on `action`: the list grows (issue 6 logs key and role changes too).
+    action: Mapped[AccessAction] = mapped_column(StrEnumType(AccessAction))
+    decision: Mapped[AccessDecision] = mapped_column(StrEnumType(AccessDecision))
+    reason: Mapped[str | None] = mapped_column(String(500))
+    prev_hash: Mapped[str | None] = mapped_column(String(SHA256_HEX_LENGTH))
+    entry_hash: Mapped[str | None] = mapped_column(String(SHA256_HEX_LENGTH))
+
+    def __repr__(self) -> str:
+        return (
+            f"AccessLogEntry(seq={self.seq}, action={self.action!r}, "
+            f"decision={self.decision!r}, customer_id={self.customer_id!r})"
+        )

@@ -28,7 +28,14 @@ from crm_gateway.store.db import (
 )
 from crm_gateway.store.models import ApiKey, Base
 
-TABLES = {"api_keys", "operations", "chain_transactions"}
+TABLES = {
+    "api_keys",
+    "operations",
+    "chain_transactions",
+    "customer_records",
+    "blind_indexes",
+    "access_log",
+}
 
 
 def _api_key(suffix: str) -> ApiKey:
@@ -159,7 +166,7 @@ def test_migrations_reach_head_and_match_the_models(db_url: str) -> None:
     try:
         assert database_revision(engine) is None
         upgrade_database(db_url)
-        assert database_revision(engine) == head_revision() == "0001"
+        assert database_revision(engine) == head_revision() == "0002"
         assert set(inspect(engine).get_table_names()) >= TABLES
         with engine.connect() as connection:
             context = MigrationContext.configure(connection, opts={"compare_type": True})

@@ -1,0 +1,1 @@
+"""Customers' personal data as a domain model (validation and normalisation, no storage)."""
