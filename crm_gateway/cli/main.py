@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn
 from rich.table import Table
@@ -89,7 +91,9 @@ def node() -> None:
         console.print(f"Anvil listening on {anvil.url}, state in {cfg.path(cfg.anvil_state_file)}")
         console.print("press Ctrl-C to stop")
         try:
-            anvil.wait()
+            while anvil.is_running:
+                time.sleep(0.5)
+            fail("Anvil exited on its own:\n" + anvil.log_tail())
         except KeyboardInterrupt:
             console.print("stopping Anvil")
 
