@@ -126,17 +126,25 @@ def _standard_input(sources: dict[str, str], settings: Settings) -> dict[str, An
         "settings": {
             **compiler_settings(settings),
             "outputSelection": {
-                "*": {"*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object"]}
+                "*": {
+                    "*": ["abi", "metadata", "evm.bytecode.object", "evm.deployedBytecode.object"]
+                }
             },
         },
     }
 
 
-def _source_hash(output: dict[str, Any], input_sources: dict[str, str], cfg: dict[str, Any]) -> str:
-    """Hash every source that went into the build (ours and OpenZeppelin's) plus the settings."""
+def _source_hash(
+    source_names: Iterable[str], input_sources: dict[str, str], cfg: dict[str, Any]
+) -> str:
+    """Hash the sources a contract is built from (ours and OpenZeppelin's) plus the settings.
+
+    Only the contract's own import closure counts (the source list of its compiler metadata), so
+    adding or editing an unrelated contract leaves its artifact current.
+    """
     digest = hashlib.sha256()
     digest.update(json.dumps(cfg, sort_keys=True).encode())
-    for name in sorted(output.get("sources", {})):
+    for name in sorted(source_names):
         digest.update(name.encode())
         digest.update(b"\0")
         digest.update(hashlib.sha256(input_sources.get(name, "").encode()).digest())
@@ -220,7 +228,6 @@ def compile_contracts(settings: Settings, *, prefer_native: bool = True) -> list
 
     all_sources = _all_source_texts(output, sources, settings)
     cfg = compiler_settings(settings)
-    source_hash = _source_hash(output, all_sources, cfg)
     artifacts = []
     own_prefix = settings.path(settings.contracts_dir).name + "/"
     for source_name, contracts in sorted(output.get("contracts", {}).items()):
@@ -239,7 +246,9 @@ def compile_contracts(settings: Settings, *, prefer_native: bool = True) -> list
                     deployed_bytecode="0x" + compiled["evm"]["deployedBytecode"]["object"],
                     compiler={"name": compiler_name, "version": version},
                     settings=cfg,
-                    source_hash=source_hash,
+                    source_hash=_source_hash(
+                        json.loads(compiled["metadata"])["sources"], all_sources, cfg
+                    ),
                 )
             )
     _reject_duplicate_names(artifacts)

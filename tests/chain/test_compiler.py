@@ -58,6 +58,15 @@ def test_an_edited_source_makes_its_artifact_stale(scratch_project: Settings) ->
     assert stale_artifacts(scratch_project) == []
 
 
+def test_a_new_contract_leaves_the_other_artifacts_current(scratch_project: Settings) -> None:
+    # An artifact's source hash covers only the sources it is built from, so contracts added
+    # side by side (by different people at once) never make each other's artifacts stale.
+    (scratch_project.contracts_dir / "Extra.sol").write_text(
+        "// SPDX-License-Identifier: MIT\npragma solidity ^0.8.24;\ncontract Extra {}\n"
+    )
+    assert stale_artifacts(scratch_project) == ["Extra"]
+
+
 def test_evm_version_is_configurable_and_changes_the_output(scratch_project: Settings) -> None:
     paris = scratch_project.model_copy(update={"evm_version": "paris"})
     artifact = next(a for a in compile_contracts(paris) if a.contract_name == "Consortium")
