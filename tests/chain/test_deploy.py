@@ -30,7 +30,7 @@ def test_deploy_records_every_contract_and_a_second_run_changes_nothing(
     chain = connect(anvil_settings)
     keystore = open_keystore(anvil_settings)
     first = deploy(anvil_settings, chain, keystore)
-    assert first.applied == ["0001_consortium"]
+    assert first.applied == ["0001_consortium", "0002_customer_registry"]
     record_text = _record_path(anvil_settings).read_text()
     record = json.loads(record_text)
     consortium = record["contracts"]["Consortium"]
@@ -45,7 +45,7 @@ def test_deploy_records_every_contract_and_a_second_run_changes_nothing(
     nonce = chain.w3.eth.get_transaction_count(deployer)
     second = deploy(anvil_settings, chain, open_keystore(anvil_settings))
     assert second.applied == []
-    assert second.skipped == ["0001_consortium"]
+    assert second.skipped == ["0001_consortium", "0002_customer_registry"]
     assert _record_path(anvil_settings).read_text() == record_text
     assert chain.w3.eth.get_transaction_count(deployer) == nonce
 
@@ -104,9 +104,18 @@ def test_a_record_of_another_chain_is_refused(tmp_path: Path) -> None:
 
 def test_the_embedded_chain_leaves_no_record_on_disk(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
-    report = deploy(settings, connect(settings), open_keystore(settings))
-    assert report.applied == ["0001_consortium"]
+    chain = connect(settings)
+    report = deploy(settings, chain, open_keystore(settings))
+    assert report.applied == ["0001_consortium", "0002_customer_registry"]
     assert not (tmp_path / "deployments").exists()
+
+    # 0002 binds the CustomerRegistry to the Consortium that 0001 recorded.
+    contracts = report.record.contracts
+    artifact = settings.path(settings.abi_dir) / "CustomerRegistry.json"
+    abi = json.loads(artifact.read_text())["abi"]
+    registry = chain.w3.eth.contract(address=contracts["CustomerRegistry"].address, abi=abi)
+    assert registry.functions.consortium().call() == contracts["Consortium"].address
+    assert contracts["CustomerRegistry"].migration == "0002_customer_registry"
 
 
 def test_migrations_are_discovered_in_number_order_and_numbers_are_unique(tmp_path: Path) -> None:

@@ -6,6 +6,11 @@ Every test that uses `w3` (directly or through `chain`/`consortium`) runs twice:
 on a free port and killed at session end, each test undone with `evm_snapshot`/`evm_revert`).
 Run `pytest -m "not anvil"` for the embedded chain only.
 
+A module that needs a larger deployment in every test may instead build it once per chain on
+`module_chain` (over `module_w3`, undone when the module is done) and undo each test itself with
+`chain.isolated()`; such a module must not also use the function-scoped fixtures (`w3`, `chain`,
+`consortium`, `add_org`, ...).
+
 `decode_revert` (with `revert_data`) is standalone on purpose, to be lifted into the gateway.
 """
 
@@ -33,7 +38,8 @@ from web3.logs import DISCARD
 from web3.types import TxReceipt
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-CONSORTIUM_ARTIFACT = PROJECT_ROOT / "abi" / "Consortium.json"
+ABI_DIR = PROJECT_ROOT / "abi"
+CONSORTIUM_ARTIFACT = ABI_DIR / "Consortium.json"
 ANVIL_BINARY = PROJECT_ROOT / "node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
 
 DEFAULT_THRESHOLD_BPS = 5_001
@@ -211,6 +217,25 @@ def anvil_url() -> Iterator[str]:
             process.wait()
 
 
+@contextmanager
+def undone(w3: Web3) -> Iterator[None]:
+    """Undo whatever the block does to the chain: an eth-tester snapshot on the embedded chain,
+    `evm_snapshot`/`evm_revert` over JSON-RPC. Nests."""
+    if isinstance(w3.provider, EthereumTesterProvider):
+        tester = w3.provider.ethereum_tester
+        snapshot_id = tester.take_snapshot()
+        try:
+            yield
+        finally:
+            tester.revert_to_snapshot(snapshot_id)
+        return
+    snapshot = _rpc(w3, "evm_snapshot")
+    try:
+        yield
+    finally:
+        _rpc(w3, "evm_revert", [snapshot])
+
+
 @pytest.fixture(scope="session")
 def embedded_w3() -> Web3:
     """One eth-tester chain for the session; `w3` undoes each test with a snapshot."""
@@ -237,6 +262,22 @@ def w3(request: pytest.FixtureRequest) -> Iterator[Web3]:
         _rpc(web3, "evm_revert", [snapshot])
 
 
+@pytest.fixture(
+    scope="module",
+    params=[pytest.param("embedded"), pytest.param("anvil", marks=pytest.mark.anvil)],
+)
+def module_w3(request: pytest.FixtureRequest) -> Iterator[Web3]:
+    """Like `w3`, but undone only when the module is done: for a module that deploys once per
+    chain and isolates each test itself (`with chain.isolated(): ...`, see `module_chain`).
+    A module must use either this or `w3`, never both."""
+    if request.param == "embedded":
+        web3: Web3 = request.getfixturevalue("embedded_w3")
+    else:
+        web3 = Web3(HTTPProvider(request.getfixturevalue("anvil_url")))
+    with undone(web3):
+        yield web3
+
+
 @pytest.fixture(name="decode_revert", scope="session")
 def decode_revert_fixture() -> Callable[
     [BaseException, list[dict[str, Any]]], tuple[str, tuple[Any, ...]]
@@ -245,12 +286,24 @@ def decode_revert_fixture() -> Callable[
     return decode_revert
 
 
+def load_artifact(name: str) -> dict[str, Any]:
+    """The committed `abi/<name>.json`; fails the test if it is missing."""
+    path = ABI_DIR / f"{name}.json"
+    if not path.is_file():
+        pytest.fail(f"{path} is missing; compile the contracts first")
+    return dict(json.loads(path.read_text(encoding="utf-8")))
+
+
 @pytest.fixture(scope="session")
 def consortium_artifact() -> dict[str, Any]:
     """The committed `abi/Consortium.json`."""
-    if not CONSORTIUM_ARTIFACT.is_file():
-        pytest.fail(f"{CONSORTIUM_ARTIFACT} is missing; compile the contracts first")
-    return dict(json.loads(CONSORTIUM_ARTIFACT.read_text(encoding="utf-8")))
+    return load_artifact("Consortium")
+
+
+@pytest.fixture(scope="session")
+def customer_registry_artifact() -> dict[str, Any]:
+    """The committed `abi/CustomerRegistry.json`."""
+    return load_artifact("CustomerRegistry")
 
 
 @dataclass
@@ -287,6 +340,21 @@ class Chain:
             tx = {"from": deployer, "data": constructor.data_in_transaction}
             self._replay_failure(lambda block: self.w3.eth.call(tx, block), receipt)
         contract = self.w3.eth.contract(address=receipt["contractAddress"], abi=self.abi)
+        return contract, receipt
+
+    def deploy_artifact(
+        self, artifact: dict[str, Any], *args: Any, sender: str | None = None
+    ) -> tuple[Contract, TxReceipt]:
+        """Deploy any compiled artifact with constructor `args` (from accounts[0] by default)."""
+        factory = self.w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
+        constructor = factory.constructor(*args)
+        deployer = sender or self.accounts[0]
+        tx_hash = constructor.transact({"from": deployer, "gas": DEPLOY_GAS})
+        receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash)
+        if receipt["status"] != 1:
+            tx = {"from": deployer, "data": constructor.data_in_transaction}
+            self._replay_failure(lambda block: self.w3.eth.call(tx, block), receipt)
+        contract = self.w3.eth.contract(address=receipt["contractAddress"], abi=artifact["abi"])
         return contract, receipt
 
     def transact(self, call: Any, sender: str, gas: int = TX_GAS) -> TxReceipt:
@@ -343,17 +411,35 @@ class Chain:
             _rpc(self.w3, "evm_mine")
 
     @contextmanager
-    def reverts(self, name: str, *args: Any) -> Iterator[None]:
-        """Assert that the block raises a revert decoding to custom error `name(*args)`."""
+    def reverts(
+        self, name: str, *args: Any, abi: list[dict[str, Any]] | None = None
+    ) -> Iterator[None]:
+        """Assert that the block raises a revert decoding to custom error `name(*args)`.
+
+        Errors are looked up in `abi` (another contract's), or in the Consortium's by default.
+        """
         with pytest.raises((TransactionFailed, ContractLogicError)) as info:
             yield
-        assert decode_revert(info.value, self.abi) == (name, tuple(args))
+        assert decode_revert(info.value, self.abi if abi is None else abi) == (name, tuple(args))
+
+    @contextmanager
+    def isolated(self) -> Iterator[None]:
+        """Undo whatever the block does to the chain (a nested snapshot): per test on a
+        `module_chain`, or per hypothesis example inside one test."""
+        with undone(self.w3):
+            yield
 
 
 @pytest.fixture
 def chain(w3: Web3, consortium_artifact: dict[str, Any]) -> Chain:
     """Helpers bound to the parametrized chain."""
     return Chain(w3, consortium_artifact)
+
+
+@pytest.fixture(scope="module")
+def module_chain(module_w3: Web3, consortium_artifact: dict[str, Any]) -> Chain:
+    """Helpers bound to the module-scoped chain (`module_w3`)."""
+    return Chain(module_w3, consortium_artifact)
 
 
 @pytest.fixture
@@ -392,6 +478,37 @@ def roles(consortium: Contract) -> dict[str, bytes]:
     return {name: bytes(consortium.functions[name]().call()) for name in names}
 
 
+def add_organization(
+    chain: Chain, consortium: Contract, admins: dict[int, str], name: str, admin: str
+) -> int:
+    """Add organisation `name` (first admin `admin`) through governance; return its id.
+
+    `admins` maps the organisations created so far (at least the founder, 1) to an ORG_ADMIN
+    each: the founder's admin proposes and executes, the others approve until the threshold is
+    met. The new organisation's admin is added to `admins`.
+    """
+    fns = consortium.functions
+    founder_admin = admins[1]
+    receipt = chain.transact(fns.proposeAddOrganization(name, admin), founder_admin)
+    proposal_id = chain.events(consortium, "ProposalCreated", receipt)[0]["proposalId"]
+    required = fns.requiredApprovals().call()
+    for org_id, org_admin in sorted(admins.items()):
+        if fns.approvalCount(proposal_id).call() >= required:
+            break
+        if org_id != 1 and fns.organization(org_id).call()[3]:
+            chain.transact(fns.approve(proposal_id), org_admin)
+    receipt = chain.transact(fns.execute(proposal_id), founder_admin)
+    org_id = int(chain.events(consortium, "OrganizationAdded", receipt)[0]["orgId"])
+    admins[org_id] = admin
+    return org_id
+
+
+@pytest.fixture(name="add_organization", scope="session")
+def add_organization_fixture() -> Callable[[Chain, Contract, dict[int, str], str, str], int]:
+    """`add_organization` itself, for modules on `module_chain` (which cannot use `add_org`)."""
+    return add_organization
+
+
 @pytest.fixture
 def add_org(chain: Chain, consortium: Contract, accounts: list[str]) -> Callable[[str, str], int]:
     """Add an organisation through governance, gathering approvals from every active org.
@@ -402,18 +519,6 @@ def add_org(chain: Chain, consortium: Contract, accounts: list[str]) -> Callable
     admins: dict[int, str] = {1: accounts[1]}
 
     def _add(name: str, admin: str) -> int:
-        fns = consortium.functions
-        receipt = chain.transact(fns.proposeAddOrganization(name, admin), accounts[1])
-        proposal_id = chain.events(consortium, "ProposalCreated", receipt)[0]["proposalId"]
-        required = fns.requiredApprovals().call()
-        for org_id, org_admin in sorted(admins.items()):
-            if fns.approvalCount(proposal_id).call() >= required:
-                break
-            if org_id != 1 and fns.organization(org_id).call()[3]:
-                chain.transact(fns.approve(proposal_id), org_admin)
-        receipt = chain.transact(fns.execute(proposal_id), accounts[1])
-        org_id = chain.events(consortium, "OrganizationAdded", receipt)[0]["orgId"]
-        admins[org_id] = admin
-        return int(org_id)
+        return add_organization(chain, consortium, admins, name, admin)
 
     return _add
