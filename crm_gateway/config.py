@@ -103,6 +103,11 @@ class Settings(BaseSettings):
     key_rotation_batch_size: Annotated[int, Field(ge=1, le=100_000)] = 1_000
 
     # --- gateway -----------------------------------------------------------------------------
+    # The organisation whose customer data this gateway holds (one gateway per organisation);
+    # API keys of other organisations may manage roles here but never see its customers.
+    gateway_org_id: Annotated[int, Field(ge=1)] = 1
+    # How long a wallet's signature over typed data stays valid (the `deadline` handed out).
+    signature_ttl_seconds: Annotated[int, Field(ge=30)] = 3600
     gateway_host: str = "127.0.0.1"
     gateway_port: Annotated[int, Field(ge=1, le=65535)] = 8000
     log_level: str = "info"

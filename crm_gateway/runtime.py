@@ -25,6 +25,8 @@ from crm_gateway.pipeline.sender import Sender
 from crm_gateway.pipeline.watcher import Watcher
 from crm_gateway.pipeline.worker import PipelineWorker
 from crm_gateway.store.db import make_engine, upgrade_database
+from crm_gateway.vault.blind_index import BlindIndexer, load_index_key
+from crm_gateway.vault.keys import KeyringFileProvider
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +104,8 @@ class Runtime:
     keystore: Keystore
     session_factory: sessionmaker[Session]
     pipeline: PipelineWorker
+    vault: KeyringFileProvider
+    indexer: BlindIndexer
 
     @property
     def artifacts(self) -> Artifacts:
@@ -152,4 +156,6 @@ def build_runtime(settings: Settings, *, chain: Chain | None = None) -> Runtime:
         sender_poll=settings.sender_poll_seconds,
         watcher_poll=settings.watcher_poll_seconds,
     )
-    return Runtime(settings, chain, contracts, keystore, sessions, worker)
+    vault = KeyringFileProvider(settings.path(settings.vault_keyring_file))
+    indexer = BlindIndexer(load_index_key(settings, vault))
+    return Runtime(settings, chain, contracts, keystore, sessions, worker, vault, indexer)

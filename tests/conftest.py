@@ -92,6 +92,7 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "keystore_scrypt_n": TEST_SCRYPT_N,
         "anvil_state_file": tmp_path / "anvil" / "state.json",
         "deployments_dir": tmp_path / "deployments",
+        "vault_keyring_file": tmp_path / "vault" / "keyring.json",
         "sender_poll_seconds": 0.01,
         "watcher_poll_seconds": 0.02,
         "resubmit_after_seconds": 0.5,

@@ -8,6 +8,7 @@ from fastapi import Depends, Request
 
 from crm_gateway.runtime import Runtime
 from crm_gateway.services.access import AccessService
+from crm_gateway.services.customers import CustomerService
 from crm_gateway.services.operations import OperationService
 
 
@@ -29,3 +30,20 @@ def get_operation_service(runtime: RuntimeDep) -> OperationService:
 
 AccessDep = Annotated[AccessService, Depends(get_access_service)]
 OperationsDep = Annotated[OperationService, Depends(get_operation_service)]
+
+
+def get_customer_service(runtime: RuntimeDep) -> CustomerService:
+    settings = runtime.settings
+    return CustomerService(
+        sessions=runtime.session_factory,
+        contracts=runtime.contracts,
+        operations=OperationService(runtime.session_factory, runtime.pipeline),
+        vault=runtime.vault,
+        indexer=runtime.indexer,
+        gateway_org_id=settings.gateway_org_id,
+        phone_region=settings.default_phone_region,
+        signature_ttl_seconds=settings.signature_ttl_seconds,
+    )
+
+
+CustomersDep = Annotated[CustomerService, Depends(get_customer_service)]

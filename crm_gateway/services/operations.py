@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -28,6 +29,7 @@ class OperationView:
     id: str
     kind: str
     status: str
+    args: list[Any]
     created_at: datetime
     updated_at: datetime
     tx_hash: str | None
@@ -55,8 +57,13 @@ class OperationService:
         api_key_id: str | None,
         idempotency_key: str | None,
         payload: Any,
+        off_chain: Callable[[Session], None] | None = None,
     ) -> tuple[OperationView, bool]:
-        """Commit an outbox row for `write`; return its view and whether it is new."""
+        """Commit an outbox row for `write`; return its view and whether it is new.
+
+        `off_chain` writes the request's off-chain part in the same database transaction, so
+        either both are committed or neither is. A replayed idempotency key runs it not again.
+        """
         fingerprint = request_fingerprint({"kind": write.kind, "payload": payload})
         with self._sessions() as session:
             try:
@@ -69,6 +76,8 @@ class OperationService:
                 )
             except IdempotencyConflict as exc:
                 raise ConflictError(str(exc), operation_id=exc.operation_id) from exc
+            if created and off_chain is not None:
+                off_chain(session)
             session.commit()
             view = _view(session, operation)
         if created:
@@ -116,6 +125,7 @@ def _view(session: Session, operation: Operation) -> OperationView:
     return OperationView(
         id=operation.id,
         kind=operation.kind,
+        args=list(operation.args),
         status=str(
             operation.status.value if hasattr(operation.status, "value") else operation.status
         ),

@@ -55,6 +55,7 @@ class BlindIndexer:
         self._phone = _derive(index_key, b"phone")
         self._id = _derive(index_key, b"customer-id")
         self._fingerprint = _derive(index_key, b"fingerprint")
+        self._request = _derive(index_key, b"request")
 
     def email(self, normalised: str) -> str:
         """Hex HMAC of a normalised e-mail (trimmed, lower case: `email_index_form`)."""
@@ -78,6 +79,14 @@ class BlindIndexer:
             raise ValueError(f"generation must be between 0 and {GENERATION_MAX}")
         message = generation.to_bytes(4, "big") + normalised_email.encode("utf-8")
         return hmac.new(self._id, message, hashlib.sha256).digest()
+
+    def request_digest(self, payload: bytes) -> str:
+        """A keyed digest of a request carrying personal data, for idempotency checks.
+
+        A plain hash of a low-entropy profile could be reversed by guessing; this one cannot
+        without the index key.
+        """
+        return hmac.new(self._request, payload, hashlib.sha256).hexdigest()
 
     def fingerprint(self) -> str:
         """A public, non-secret hex fingerprint of the index key (compare it across gateways)."""

@@ -94,3 +94,25 @@ def add_organization(client: TestClient, headers: dict[str, str], name: str, adm
 
 
 __all__ = ["AccessService", "Role", "add_organization", "events", "wait_for"]
+
+
+@pytest.fixture
+def role_key(
+    client: TestClient,
+    admin_headers: dict[str, str],
+    issue_key: Callable[[int, str, str], str],
+    new_signer: Callable[[], str],
+) -> Callable[[str], dict[str, str]]:
+    """Headers of a new founder-organisation key whose account holds `role` on-chain."""
+
+    def make(role: str) -> dict[str, str]:
+        account = new_signer()
+        granted = client.post(
+            "/v1/roles/grants?wait=true",
+            json={"role": role, "account": account},
+            headers=admin_headers,
+        )
+        assert granted.status_code == 200, granted.text
+        return {"X-API-Key": issue_key(1, account, role)}
+
+    return make

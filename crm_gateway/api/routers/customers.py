@@ -1,0 +1,243 @@
+"""Customers: sealed personal data off-chain, a pseudonymous identity and commitment on-chain."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Response, status
+from pydantic import BaseModel, Field
+
+from crm_gateway.api.deps import Caller, CallerDep, IdempotencyKeyDep
+from crm_gateway.api.routers.operations import OperationOut, WaitQuery
+from crm_gateway.api.schemas import Bytes32Hex, EthAddress, StrictModel
+from crm_gateway.api.services import CustomersDep, OperationsDep, RuntimeDep
+from crm_gateway.customers.profile import CustomerProfile, ProfilePatch
+from crm_gateway.services.customers import Actor, CustomerWrite
+from crm_gateway.services.errors import ChainRefusedError, DomainError
+
+router = APIRouter(prefix="/v1/customers", tags=["customers"])
+
+CustomerId = Annotated[Bytes32Hex, Path(description="The customer's pseudonymous id (bytes32 hex)")]
+Purpose = Annotated[
+    str,
+    Query(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[a-z0-9][a-z0-9_.:-]*$",
+        description="Why the data is read (recorded in the access log), e.g. `support`",
+    ),
+]
+
+
+class CustomerWriteOut(BaseModel):
+    customer_id: str
+    operation: OperationOut
+
+
+class CustomerOut(BaseModel):
+    customer_id: str
+    version: int
+    profile: dict[str, Any]
+
+
+class LookupOut(BaseModel):
+    customer_ids: list[str]
+
+
+class VerificationOut(BaseModel):
+    intact: bool
+    version: int
+    block: int
+    reason: str | None = Field(description="Why the record is not intact (null when it is)")
+
+
+class WalletLink(StrictModel):
+    wallet: EthAddress
+    deadline: int = Field(ge=0, le=2**256 - 1)
+    signature: str = Field(
+        pattern=r"^0x[0-9a-fA-F]{130}$", description="65-byte signature of the typed data, hex"
+    )
+
+
+def _actor(caller: Caller) -> Actor:
+    return Actor(api_key_id=caller.api_key_id, org_id=caller.org_id, account=caller.account)
+
+
+def _answer(
+    written: CustomerWrite,
+    *,
+    caller: Caller,
+    wait: bool,
+    response: Response,
+    operations: OperationsDep,
+    runtime: RuntimeDep,
+    created_status: int = status.HTTP_200_OK,
+) -> CustomerWriteOut:
+    view = written.operation
+    if not written.created:
+        response.headers["Idempotent-Replayed"] = "true"
+    if wait and not view.settled:
+        view = operations.wait(view.id, caller.org_id, runtime.settings.wait_timeout_seconds)
+    if wait and view.status == "failed":
+        error = view.error or {"name": "Reverted", "args": {}}
+        raise ChainRefusedError(
+            f"the chain refused {view.kind} with {error['name']}", operation_id=view.id, error=error
+        )
+    response.headers["Location"] = f"/v1/customers/{written.customer_id}"
+    response.status_code = created_status if view.settled else status.HTTP_202_ACCEPTED
+    return CustomerWriteOut(customer_id=written.customer_id, operation=OperationOut.of(view))
+
+
+@router.post("", response_model=CustomerWriteOut, status_code=202)
+def create_customer(
+    body: CustomerProfile,
+    caller: CallerDep,
+    idempotency_key: IdempotencyKeyDep,
+    customers: CustomersDep,
+    operations: OperationsDep,
+    runtime: RuntimeDep,
+    response: Response,
+    wait: WaitQuery = False,
+) -> CustomerWriteOut:
+    """Register a customer (DATA_STEWARD): the profile is sealed here, its commitment goes on-chain.
+
+    Answers 202 at once (201 with `?wait=true`), or 409 with the existing `customer_id` when
+    this organisation already holds someone with that e-mail or phone. If another organisation
+    already registered the person, this one joins the same on-chain identity.
+    """
+    written = customers.create(
+        _actor(caller),
+        body.model_dump(mode="json", exclude_none=True),
+        idempotency_key=idempotency_key,
+    )
+    return _answer(
+        written,
+        caller=caller,
+        wait=wait,
+        response=response,
+        operations=operations,
+        runtime=runtime,
+        created_status=status.HTTP_201_CREATED,
+    )
+
+
+@router.get("", response_model=LookupOut)
+def lookup_customers(
+    caller: CallerDep,
+    customers: CustomersDep,
+    email: Annotated[str | None, Query(max_length=254)] = None,
+    phone: Annotated[str | None, Query(max_length=32)] = None,
+) -> LookupOut:
+    """Find customers by e-mail or phone through the blind index (no personal data is stored)."""
+    if (email is None) == (phone is None):
+        raise DomainError("give exactly one of the query parameters email or phone")
+    try:
+        found = customers.lookup(_actor(caller), email=email, phone=phone)
+    except ValueError as exc:
+        raise DomainError(str(exc)) from exc
+    return LookupOut(customer_ids=found)
+
+
+@router.get("/{customer_id}", response_model=CustomerOut)
+def read_customer(
+    customer_id: CustomerId, purpose: Purpose, caller: CallerDep, customers: CustomersDep
+) -> CustomerOut:
+    """The decrypted profile (DATA_STEWARD, AGENT); every attempt is written to the access log."""
+    return CustomerOut.model_validate(customers.read(_actor(caller), customer_id, purpose))
+
+
+@router.patch("/{customer_id}", response_model=CustomerWriteOut, status_code=202)
+def update_customer(
+    customer_id: CustomerId,
+    body: ProfilePatch,
+    caller: CallerDep,
+    idempotency_key: IdempotencyKeyDep,
+    customers: CustomersDep,
+    operations: OperationsDep,
+    runtime: RuntimeDep,
+    response: Response,
+    wait: WaitQuery = False,
+) -> CustomerWriteOut:
+    """A new version of the profile and a new on-chain commitment (DATA_STEWARD)."""
+    written = customers.update(
+        _actor(caller),
+        customer_id,
+        body.model_dump(mode="json", exclude_unset=True),
+        idempotency_key=idempotency_key,
+    )
+    return _answer(
+        written, caller=caller, wait=wait, response=response, operations=operations, runtime=runtime
+    )
+
+
+@router.delete("/{customer_id}", response_model=CustomerWriteOut, status_code=202)
+def erase_customer(
+    customer_id: CustomerId,
+    caller: CallerDep,
+    idempotency_key: IdempotencyKeyDep,
+    customers: CustomersDep,
+    operations: OperationsDep,
+    runtime: RuntimeDep,
+    response: Response,
+    wait: WaitQuery = False,
+) -> CustomerWriteOut:
+    """Erase (GDPR Art. 17): data key, salt and blind indexes destroyed; the chain records it."""
+    written = customers.erase(_actor(caller), customer_id, idempotency_key=idempotency_key)
+    return _answer(
+        written, caller=caller, wait=wait, response=response, operations=operations, runtime=runtime
+    )
+
+
+@router.get("/{customer_id}/verify", response_model=VerificationOut)
+def verify_customer(
+    customer_id: CustomerId, caller: CallerDep, customers: CustomersDep
+) -> VerificationOut:
+    """Recompute the commitment from the vault and compare it with the chain."""
+    return VerificationOut.model_validate(
+        customers.verify(_actor(caller), customer_id), from_attributes=True
+    )
+
+
+@router.get("/{customer_id}/export")
+def export_customer(
+    customer_id: CustomerId, caller: CallerDep, customers: CustomersDep
+) -> dict[str, Any]:
+    """Everything held about the customer, as portable JSON (GDPR Art. 15 and 20)."""
+    return customers.export(_actor(caller), customer_id)
+
+
+@router.get("/{customer_id}/wallet/typed-data")
+def wallet_typed_data(
+    customer_id: CustomerId,
+    wallet: Annotated[EthAddress, Query(description="The wallet to link")],
+    caller: CallerDep,
+    customers: CustomersDep,
+) -> dict[str, Any]:
+    """The EIP-712 typed data (eth_signTypedData_v4 JSON) the customer's wallet must sign."""
+    return customers.wallet_typed_data(_actor(caller), customer_id, wallet)
+
+
+@router.post("/{customer_id}/wallet", response_model=CustomerWriteOut, status_code=202)
+def link_wallet(
+    customer_id: CustomerId,
+    body: WalletLink,
+    caller: CallerDep,
+    idempotency_key: IdempotencyKeyDep,
+    customers: CustomersDep,
+    operations: OperationsDep,
+    runtime: RuntimeDep,
+    response: Response,
+    wait: WaitQuery = False,
+) -> CustomerWriteOut:
+    """Link or rotate the customer's wallet with its signature (submitted by a DATA_STEWARD key)."""
+    written = customers.link_wallet(
+        _actor(caller),
+        customer_id,
+        wallet=body.wallet,
+        deadline=body.deadline,
+        signature=body.signature,
+        idempotency_key=idempotency_key,
+    )
+    return _answer(
+        written, caller=caller, wait=wait, response=response, operations=operations, runtime=runtime
+    )

@@ -1,0 +1,616 @@
+"""Customers: personal data sealed in this organisation's vault, a pseudonymous identity on-chain.
+
+Every operation here checks the caller's on-chain role, writes its access-log entry (allowed or
+refused) and keeps personal data out of the chain, the logs and every column but the sealed one.
+A write commits its off-chain part and its outbox row in one database transaction.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from eth_account import Account
+from eth_account.messages import encode_typed_data
+from eth_utils.address import to_checksum_address
+from sqlalchemy.orm import Session, sessionmaker
+from web3.contract import Contract
+
+from crm_gateway.chain.contracts import Contracts
+from crm_gateway.customers.profile import CustomerProfile, ProfilePatch
+from crm_gateway.pipeline.outbox import ChainWrite
+from crm_gateway.services.access import AccessService, Role
+from crm_gateway.services.errors import (
+    ChainRefusedError,
+    ConflictError,
+    DomainError,
+    NotFoundError,
+    PermissionDeniedError,
+)
+from crm_gateway.services.operations import OperationService, OperationView
+from crm_gateway.store import customers as store
+from crm_gateway.store.models import (
+    AccessAction,
+    AccessDecision,
+    BlindIndexKind,
+    CustomerRecord,
+    CustomerStatus,
+)
+from crm_gateway.vault.blind_index import BlindIndexer
+from crm_gateway.vault.commitment import canonical_json
+from crm_gateway.vault.envelope import TamperedRecordError
+from crm_gateway.vault.keys import KeyProvider, KeyProviderError
+from crm_gateway.vault.records import from_hex32, protect, reveal, to_hex32
+
+REGISTRY = "CustomerRegistry"
+_CHAIN_ERASED = 2
+# Ids already erased on-chain are never reused; a person who comes back gets the next one.
+_MAX_GENERATIONS = 64
+
+
+class CustomerGoneError(DomainError):
+    """The customer was erased (GDPR Art. 17); nothing about them can be read any more."""
+
+    status, slug, title = 410, "customer-erased", "Customer erased"
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who is asking: the API key (or admin command) and the on-chain account behind it."""
+
+    api_key_id: str | None
+    org_id: int
+    account: str
+
+
+@dataclass(frozen=True)
+class CustomerWrite:
+    customer_id: str
+    operation: OperationView
+    created: bool
+
+
+@dataclass(frozen=True)
+class Verification:
+    intact: bool
+    version: int
+    block: int
+    reason: str | None
+
+
+class CustomerService:
+    def __init__(
+        self,
+        *,
+        sessions: sessionmaker[Session],
+        contracts: Contracts,
+        operations: OperationService,
+        vault: KeyProvider,
+        indexer: BlindIndexer,
+        gateway_org_id: int,
+        phone_region: str,
+        signature_ttl_seconds: int,
+    ) -> None:
+        self._sessions = sessions
+        self._contracts = contracts
+        self._operations = operations
+        self._access = AccessService(contracts)
+        self._vault = vault
+        self._indexer = indexer
+        self._org_id = gateway_org_id
+        self._phone_region = phone_region
+        self._signature_ttl = signature_ttl_seconds
+
+    @property
+    def _registry(self) -> Contract:
+        return self._contracts[REGISTRY]
+
+    # --- checks ---------------------------------------------------------------------------
+
+    def _authorise(
+        self,
+        actor: Actor,
+        action: AccessAction,
+        roles: tuple[Role, ...],
+        customer_id: str | None,
+        purpose: str | None = None,
+    ) -> None:
+        """Refuse (and log the refusal) unless the actor may do `action` here."""
+        reason = None
+        if actor.org_id != self._org_id:
+            reason = f"this gateway holds the customers of organisation {self._org_id} only"
+        elif not any(self._access.has_role(role, actor.account) for role in roles):
+            reason = f"requires one of {', '.join(r.value for r in roles)}"
+        if reason is not None:
+            self._log(actor, action, AccessDecision.REFUSED, customer_id, purpose, reason)
+            raise PermissionDeniedError(reason, required_roles=[r.value for r in roles])
+
+    def _log(
+        self,
+        actor: Actor,
+        action: AccessAction,
+        decision: AccessDecision,
+        customer_id: str | None,
+        purpose: str | None,
+        reason: str | None = None,
+        session: Session | None = None,
+    ) -> None:
+        def write(target: Session) -> None:
+            store.log_access(
+                target,
+                action=action,
+                decision=decision,
+                customer_id=customer_id,
+                purpose=purpose,
+                reason=reason,
+                api_key_id=actor.api_key_id,
+                org_id=actor.org_id,
+                account=actor.account,
+            )
+
+        if session is not None:
+            write(session)
+            return
+        with self._sessions() as own:
+            write(own)
+            own.commit()
+
+    def _parse(self, parse: Callable[..., Any], data: Any) -> Any:
+        return parse(data, phone_region=self._phone_region)
+
+    # --- writes ---------------------------------------------------------------------------
+
+    def create(self, actor: Actor, data: Any, *, idempotency_key: str | None) -> CustomerWrite:
+        """Seal a new customer's profile and register (or join) its on-chain identity."""
+        self._authorise(actor, AccessAction.CREATE, (Role.DATA_STEWARD,), None)
+        profile: CustomerProfile = self._parse(CustomerProfile.parse, data)
+        indexes = self._indexes(profile)
+        with self._sessions() as session:
+            conflicts = store.find_conflicts(session, indexes)
+            if conflicts and idempotency_key is None:
+                kind, existing = next(iter(conflicts.items()))
+                raise ConflictError(
+                    f"a customer with this {kind.value} already exists",
+                    customer_id=existing,
+                )
+        customer_id = self._free_customer_id(profile.email_index)
+        protected = protect(
+            profile.canonical_json(),
+            customer_id=customer_id,
+            version=1,
+            org_id=self._org_id,
+            provider=self._vault,
+        )
+        hex_id = to_hex32(customer_id)
+
+        def off_chain(session: Session) -> None:
+            if store.find_conflicts(session, indexes):
+                raise ConflictError("a customer with this e-mail or phone already exists")
+            store.insert_record(
+                session,
+                customer_id=hex_id,
+                org_id=self._org_id,
+                sealed=protected.sealed,
+                commitment=to_hex32(protected.commitment),
+            )
+            store.set_blind_indexes(session, hex_id, indexes)
+            self._log(
+                actor, AccessAction.CREATE, AccessDecision.ALLOWED, hex_id, None, session=session
+            )
+
+        write = ChainWrite(
+            "customers.register",
+            REGISTRY,
+            "register",
+            [hex_id, to_hex32(protected.commitment)],
+            actor.account,
+        )
+        operation, created = self._operations.submit(
+            write,
+            api_key_id=actor.api_key_id,
+            idempotency_key=idempotency_key,
+            payload=self._indexer.request_digest(profile.canonical_json()),
+            off_chain=off_chain,
+        )
+        if not created:
+            hex_id = self._operation_customer(operation)
+        return CustomerWrite(hex_id, operation, created)
+
+    def update(
+        self, actor: Actor, customer_id: str, data: Any, *, idempotency_key: str | None
+    ) -> CustomerWrite:
+        """Store a new version of the profile and commit to it on-chain."""
+        self._authorise(actor, AccessAction.UPDATE, (Role.DATA_STEWARD,), customer_id)
+        patch: ProfilePatch = self._parse(ProfilePatch.parse, data)
+        with self._sessions() as session:
+            record = self._active(session, customer_id)
+            current = self._open(record)
+            version = record.version
+        updated = patch.apply_to(current)
+        indexes = self._indexes(updated)
+        raw_id = from_hex32(customer_id)
+        protected = protect(
+            updated.canonical_json(),
+            customer_id=raw_id,
+            version=version + 1,
+            org_id=self._org_id,
+            provider=self._vault,
+        )
+
+        def off_chain(session: Session) -> None:
+            conflicts = store.find_conflicts(session, indexes, exclude=customer_id)
+            if conflicts:
+                kind, existing = next(iter(conflicts.items()))
+                raise ConflictError(f"another customer has this {kind.value}", customer_id=existing)
+            record = store.get_active_record(session, customer_id, for_update=True)
+            store.update_record(
+                session,
+                record,
+                version=version + 1,
+                sealed=protected.sealed,
+                commitment=to_hex32(protected.commitment),
+            )
+            store.set_blind_indexes(session, customer_id, indexes)
+            self._log(
+                actor,
+                AccessAction.UPDATE,
+                AccessDecision.ALLOWED,
+                customer_id,
+                None,
+                session=session,
+            )
+
+        write = ChainWrite(
+            "customers.update",
+            REGISTRY,
+            "updateCommitment",
+            [customer_id, to_hex32(protected.commitment), version],
+            actor.account,
+        )
+        try:
+            operation, created = self._operations.submit(
+                write,
+                api_key_id=actor.api_key_id,
+                idempotency_key=idempotency_key,
+                payload={
+                    "customer_id": customer_id,
+                    "patch": self._indexer.request_digest(
+                        canonical_json(patch.model_dump(mode="json", exclude_unset=True))
+                    ),
+                },
+                off_chain=off_chain,
+            )
+        except store.StaleVersionError as exc:
+            raise ConflictError(f"customer {customer_id} changed meanwhile; retry") from exc
+        return CustomerWrite(customer_id, operation, created)
+
+    def erase(
+        self, actor: Actor, customer_id: str, *, idempotency_key: str | None
+    ) -> CustomerWrite:
+        """Crypto-shred the record and its blind indexes and record the erasure on-chain."""
+        self._authorise(actor, AccessAction.ERASE, (Role.DATA_STEWARD,), customer_id)
+        with self._sessions() as session:
+            record = store.get_record(session, customer_id)
+            if record is None or record.org_id != self._org_id:
+                raise NotFoundError(f"customer {customer_id} does not exist")
+
+        def off_chain(session: Session) -> None:
+            store.erase_record(session, customer_id)
+            self._log(
+                actor,
+                AccessAction.ERASE,
+                AccessDecision.ALLOWED,
+                customer_id,
+                None,
+                session=session,
+            )
+
+        write = ChainWrite("customers.erase", REGISTRY, "erase", [customer_id], actor.account)
+        operation, created = self._operations.submit(
+            write,
+            api_key_id=actor.api_key_id,
+            idempotency_key=idempotency_key,
+            payload={"erase": customer_id},
+            off_chain=off_chain,
+        )
+        return CustomerWrite(customer_id, operation, created)
+
+    # --- reads ----------------------------------------------------------------------------
+
+    def read(self, actor: Actor, customer_id: str, purpose: str) -> dict[str, Any]:
+        """The decrypted profile, for DATA_STEWARD and AGENT keys; every attempt is logged."""
+        self._authorise(
+            actor, AccessAction.READ, (Role.DATA_STEWARD, Role.AGENT), customer_id, purpose
+        )
+        with self._sessions() as session:
+            record = self._active(session, customer_id, actor=actor, purpose=purpose)
+            profile = self._open(record)
+            self._log(
+                actor,
+                AccessAction.READ,
+                AccessDecision.ALLOWED,
+                customer_id,
+                purpose,
+                session=session,
+            )
+            session.commit()
+            return {
+                "customer_id": customer_id,
+                "version": record.version,
+                "profile": profile.model_dump(mode="json", exclude_none=True),
+            }
+
+    def lookup(self, actor: Actor, *, email: str | None, phone: str | None) -> list[str]:
+        """Customer ids matching an e-mail or a phone, found through the blind index only."""
+        self._authorise(actor, AccessAction.LOOKUP, (Role.DATA_STEWARD, Role.AGENT), None)
+        from crm_gateway.customers.profile import email_index_form, normalise_phone
+
+        found: list[str] = []
+        with self._sessions() as session:
+            if email is not None:
+                value = self._indexer.email(email_index_form(email))
+                owner = store.find_by_blind_index(session, BlindIndexKind.EMAIL, value)
+                found += [owner] if owner else []
+            if phone is not None:
+                value = self._indexer.phone(normalise_phone(phone, self._phone_region))
+                owner = store.find_by_blind_index(session, BlindIndexKind.PHONE, value)
+                found += [owner] if owner and owner not in found else []
+            for customer_id in found:
+                self._log(
+                    actor,
+                    AccessAction.LOOKUP,
+                    AccessDecision.ALLOWED,
+                    customer_id,
+                    None,
+                    session=session,
+                )
+            session.commit()
+        return found
+
+    def verify(self, actor: Actor, customer_id: str) -> Verification:
+        """Recompute the commitment from the vault and compare it with the chain's."""
+        self._authorise(
+            actor, AccessAction.VERIFY, (Role.DATA_STEWARD, Role.AGENT, Role.AUDITOR), customer_id
+        )
+        with self._sessions() as session:
+            record = self._active(session, customer_id)
+            version, stored = record.version, record.commitment
+            try:
+                revealed = reveal(
+                    store.sealed_of(record),
+                    customer_id=from_hex32(customer_id),
+                    version=version,
+                    org_id=record.org_id,
+                    provider=self._vault,
+                )
+                recomputed: str | None = to_hex32(revealed.commitment)
+            except (TamperedRecordError, KeyProviderError):
+                recomputed = None
+            self._log(
+                actor,
+                AccessAction.VERIFY,
+                AccessDecision.ALLOWED,
+                customer_id,
+                None,
+                session=session,
+            )
+            session.commit()
+        block = int(self._contracts.chain.w3.eth.block_number)
+        chain_commitment, chain_version, _updated = self._registry.functions.holding(
+            from_hex32(customer_id), self._org_id
+        ).call(block_identifier=block)
+        on_chain = "0x" + bytes(chain_commitment).hex()
+        reason = None
+        if recomputed is None:
+            reason = "the sealed record or its wrapped key does not authenticate"
+        elif recomputed != stored:
+            reason = "the record does not match its stored commitment"
+        elif int(chain_version) != version:
+            reason = f"the chain holds version {chain_version}, the vault version {version}"
+        elif on_chain != recomputed:
+            reason = "the record does not match the commitment on-chain"
+        return Verification(intact=reason is None, version=version, block=block, reason=reason)
+
+    def export(self, actor: Actor, customer_id: str) -> dict[str, Any]:
+        """Everything held about a customer, portable (GDPR Art. 15 and 20)."""
+        self._authorise(actor, AccessAction.EXPORT, (Role.DATA_STEWARD,), customer_id, "export")
+        with self._sessions() as session:
+            record = self._active(session, customer_id)
+            profile = self._open(record)
+            self._log(
+                actor,
+                AccessAction.EXPORT,
+                AccessDecision.ALLOWED,
+                customer_id,
+                "export",
+                session=session,
+            )
+            session.commit()
+            log = [
+                {
+                    "at": entry.at.isoformat(),
+                    "action": entry.action.value,
+                    "purpose": entry.purpose,
+                    "decision": entry.decision.value,
+                    "organisation": entry.org_id,
+                }
+                for entry in store.access_log_for(session, customer_id)
+            ]
+        status, registered_at, wallet, _holders = self._registry.functions.customer(
+            from_hex32(customer_id)
+        ).call()
+        zero = "0x" + "0" * 40
+        return {
+            "customer_id": customer_id,
+            "controller_organisation": self._org_id,
+            "version": record.version,
+            "profile": profile.model_dump(mode="json", exclude_none=True),
+            "created_at": record.created_at.isoformat(),
+            "updated_at": record.updated_at.isoformat(),
+            "on_chain": {
+                "status": ["none", "active", "erased"][int(status)],
+                "registered_at": int(registered_at),
+                "wallet": None if wallet == zero else to_checksum_address(wallet),
+                "holders": [
+                    int(o)
+                    for o in self._registry.functions.holdersOf(from_hex32(customer_id)).call()
+                ],
+                "commitment": record.commitment,
+            },
+            "access_log": log,
+        }
+
+    # --- wallet ---------------------------------------------------------------------------
+
+    def wallet_typed_data(self, actor: Actor, customer_id: str, wallet: str) -> dict[str, Any]:
+        """The EIP-712 typed data the customer's wallet signs to be linked (eth_signTypedData_v4)."""
+        self._authorise(actor, AccessAction.UPDATE, (Role.DATA_STEWARD,), customer_id)
+        with self._sessions() as session:
+            self._active(session, customer_id)
+        nonce = int(self._registry.functions.walletNonce(from_hex32(customer_id)).call())
+        return self._typed_data(customer_id, wallet, nonce, int(time.time()) + self._signature_ttl)
+
+    def link_wallet(
+        self,
+        actor: Actor,
+        customer_id: str,
+        *,
+        wallet: str,
+        deadline: int,
+        signature: str,
+        idempotency_key: str | None,
+    ) -> CustomerWrite:
+        """Relay the wallet's signature; refuse it here if it could not pass on-chain."""
+        self._authorise(actor, AccessAction.LINK_WALLET, (Role.DATA_STEWARD,), customer_id)
+        with self._sessions() as session:
+            self._active(session, customer_id)
+        if deadline < int(time.time()):
+            raise ChainRefusedError(
+                "the signature's deadline has passed",
+                error={"name": "ExpiredSignature", "args": {"deadline": deadline}},
+            )
+        nonce = int(self._registry.functions.walletNonce(from_hex32(customer_id)).call())
+        typed = self._typed_data(customer_id, wallet, nonce, deadline)
+        try:
+            signer = Account.recover_message(
+                encode_typed_data(full_message=typed), signature=signature
+            )
+        except Exception as exc:  # malformed signatures raise a variety of errors
+            raise ChainRefusedError(
+                "the signature is malformed",
+                error={"name": "InvalidWalletSignature", "args": {"wallet": wallet}},
+            ) from exc
+        if signer != to_checksum_address(wallet):
+            raise ChainRefusedError(
+                "the typed data was not signed by the wallet being linked",
+                error={"name": "InvalidWalletSignature", "args": {"wallet": wallet}},
+            )
+        write = ChainWrite(
+            "customers.link_wallet",
+            REGISTRY,
+            "linkWallet",
+            [customer_id, to_checksum_address(wallet), deadline, signature],
+            actor.account,
+        )
+        operation, created = self._operations.submit(
+            write,
+            api_key_id=actor.api_key_id,
+            idempotency_key=idempotency_key,
+            payload={"customer_id": customer_id, "wallet": wallet, "signature": signature},
+        )
+        return CustomerWrite(customer_id, operation, created)
+
+    def _typed_data(
+        self, customer_id: str, wallet: str, nonce: int, deadline: int
+    ) -> dict[str, Any]:
+        return {
+            "types": {
+                "EIP712Domain": [
+                    {"name": "name", "type": "string"},
+                    {"name": "version", "type": "string"},
+                    {"name": "chainId", "type": "uint256"},
+                    {"name": "verifyingContract", "type": "address"},
+                ],
+                "LinkWallet": [
+                    {"name": "customerId", "type": "bytes32"},
+                    {"name": "wallet", "type": "address"},
+                    {"name": "nonce", "type": "uint256"},
+                    {"name": "deadline", "type": "uint256"},
+                ],
+            },
+            "primaryType": "LinkWallet",
+            "domain": {
+                "name": "CustomerRegistry",
+                "version": "1",
+                "chainId": self._contracts.chain.chain_id,
+                "verifyingContract": self._registry.address,
+            },
+            "message": {
+                "customerId": customer_id,
+                "wallet": to_checksum_address(wallet),
+                "nonce": nonce,
+                "deadline": deadline,
+            },
+        }
+
+    # --- helpers --------------------------------------------------------------------------
+
+    def _indexes(self, profile: CustomerProfile) -> dict[BlindIndexKind, str | None]:
+        return {
+            BlindIndexKind.EMAIL: self._indexer.email(profile.email_index),
+            BlindIndexKind.PHONE: self._indexer.phone(profile.phone) if profile.phone else None,
+        }
+
+    def _free_customer_id(self, email_index: str) -> bytes:
+        """The first id of this person that is neither erased on-chain nor used here before."""
+        with self._sessions() as session:
+            for generation in range(_MAX_GENERATIONS):
+                candidate = self._indexer.customer_id(email_index, generation)
+                if store.get_record(session, to_hex32(candidate)) is not None:
+                    continue
+                status = int(self._registry.functions.customer(candidate).call()[0])
+                if status != _CHAIN_ERASED:
+                    return candidate
+        raise ConflictError("this person was erased too many times to be registered again")
+
+    def _active(
+        self,
+        session: Session,
+        customer_id: str,
+        *,
+        actor: Actor | None = None,
+        purpose: str | None = None,
+    ) -> CustomerRecord:
+        record = store.get_record(session, customer_id)
+        if record is None or record.org_id != self._org_id:
+            raise NotFoundError(f"customer {customer_id} does not exist")
+        if record.status is CustomerStatus.ERASED:
+            if actor is not None:
+                self._log(
+                    actor,
+                    AccessAction.READ,
+                    AccessDecision.REFUSED,
+                    customer_id,
+                    purpose,
+                    "erased",
+                    session=session,
+                )
+                session.commit()
+            raise CustomerGoneError(f"customer {customer_id} was erased")
+        return record
+
+    def _open(self, record: CustomerRecord) -> CustomerProfile:
+        revealed = reveal(
+            store.sealed_of(record),
+            customer_id=from_hex32(record.customer_id),
+            version=record.version,
+            org_id=record.org_id,
+            provider=self._vault,
+        )
+        return CustomerProfile.from_canonical(revealed.canonical)
+
+    @staticmethod
+    def _operation_customer(operation: OperationView) -> str:
+        return str(operation.args[0]) if operation.args else ""
