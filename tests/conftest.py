@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, create_engine, make_url, text
 from sqlalchemy.pool import NullPool
+from typer.testing import CliRunner
 
 from crm_gateway.config import ChainKind, Settings, get_settings
 from crm_gateway.store.db import resolve_database_url
-from typer.testing import CliRunner
 
 # Throwaway test keys: a low scrypt work factor keeps keystore files fast to write and read.
 TEST_SCRYPT_N = 2**4

@@ -465,7 +465,7 @@ class CustomerService:
     # --- wallet ---------------------------------------------------------------------------
 
     def wallet_typed_data(self, actor: Actor, customer_id: str, wallet: str) -> dict[str, Any]:
-        """The EIP-712 typed data the customer's wallet signs to be linked (eth_signTypedData_v4)."""
+        """The EIP-712 typed data (eth_signTypedData_v4) the wallet signs to be linked."""
         self._authorise(actor, AccessAction.UPDATE, (Role.DATA_STEWARD,), customer_id)
         with self._sessions() as session:
             self._active(session, customer_id)

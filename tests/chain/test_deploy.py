@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ from crm_gateway.chain.connection import connect
 from crm_gateway.chain.deployments import DeploymentMismatch
 from crm_gateway.chain.migrations import MigrationError, discover
 from crm_gateway.cli import app
-from crm_gateway.config import ChainKind, Settings, get_settings
+from crm_gateway.config import ChainKind, Settings
 from crm_gateway.runtime import deploy, open_keystore
 from tests.conftest import free_port, make_settings
 
@@ -63,7 +62,9 @@ def test_the_founding_organisation_comes_from_settings(tmp_path: Path) -> None:
         record = deploy(settings, chain, keystore).record
         consortium = chain.w3.eth.contract(
             address=record.contracts["Consortium"].address,
-            abi=json.loads((settings.path(settings.abi_dir) / "Consortium.json").read_text())["abi"],
+            abi=json.loads((settings.path(settings.abi_dir) / "Consortium.json").read_text())[
+                "abi"
+            ],
         )
         org = consortium.functions.organization(1).call()
         assert org[1] == "acme-brand"
@@ -85,7 +86,8 @@ def test_a_reset_chain_is_refused_in_one_sentence(
     again = cli_env.invoke(app, ["deploy"])
     assert again.exit_code == 1
     message = again.output.strip()
-    assert "no code at" in message and "was reset" in message
+    assert "no code at" in message
+    assert "was reset" in message
     assert len(message.splitlines()) == 1
     assert _record_path(anvil_settings).read_text() == record_text
 

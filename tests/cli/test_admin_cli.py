@@ -28,20 +28,24 @@ def deployed(cli_env: CliRunner, node: Any) -> CliRunner:
 def test_apikeys_create_makes_an_account_with_the_role_and_prints_the_key_once(
     deployed: CliRunner, anvil_settings: Settings
 ) -> None:
-    result = deployed.invoke(app, ["apikeys", "create", "--org", "founder", "--role", "DATA_STEWARD"])
+    result = deployed.invoke(
+        app, ["apikeys", "create", "--org", "founder", "--role", "DATA_STEWARD"]
+    )
     assert result.exit_code == 0, result.output
     [key] = re.findall(r"crm_[A-Za-z0-9_-]{43}", result.output)
     with make_session_factory(make_engine(anvil_settings.database_url))() as session:
         api_key = authenticate(session, key)
         assert api_key is not None
-        assert api_key.key_hash != key and key not in api_key.key_hash
+        assert api_key.key_hash != key
+        assert key not in api_key.key_hash
         account, org_id, role = api_key.account, api_key.org_id, api_key.role
     assert (org_id, role) == (1, "DATA_STEWARD")
 
     roles = deployed.invoke(app, ["roles", "list", "--org", "1"])
     assert account in roles.output
     listing = deployed.invoke(app, ["apikeys", "list"])
-    assert key not in listing.output and key[:12] in listing.output
+    assert key not in listing.output
+    assert key[:12] in listing.output
 
 
 def test_roles_grant_and_revoke(deployed: CliRunner) -> None:
@@ -71,7 +75,10 @@ def test_orgs_propose_add_and_execute(deployed: CliRunner) -> None:
     [
         (["roles", "grant", "NOT_A_ROLE", "0x" + "11" * 20], "unknown role NOT_A_ROLE"),
         (["roles", "grant", "AGENT", "0x1234"], "is not an Ethereum address"),
-        (["apikeys", "create", "--org", "nobody", "--role", "AGENT"], "no organisation named nobody"),
+        (
+            ["apikeys", "create", "--org", "nobody", "--role", "AGENT"],
+            "no organisation named nobody",
+        ),
         (["roles", "revoke", "ORG_ADMIN", "DEPLOYER"], "LastOrganizationAdmin"),
         (["orgs", "execute", "42"], "proposal 42 does not exist"),
     ],

@@ -40,9 +40,18 @@ NODE_KILL_AFTER = 95
 def _environment(settings: Settings) -> dict[str, str]:
     env = dict(os.environ)
     for name in (
-        "chain_kind", "anvil_port", "anvil_state_file", "database_url", "keystore_dir",
-        "keystore_scrypt_n", "deployments_dir", "gateway_port", "finality_seconds",
-        "resubmit_after_seconds", "sender_poll_seconds", "watcher_poll_seconds",
+        "chain_kind",
+        "anvil_port",
+        "anvil_state_file",
+        "database_url",
+        "keystore_dir",
+        "keystore_scrypt_n",
+        "deployments_dir",
+        "gateway_port",
+        "finality_seconds",
+        "resubmit_after_seconds",
+        "sender_poll_seconds",
+        "watcher_poll_seconds",
     ):
         env[name.upper()] = str(getattr(settings, name))
     env["LOG_LEVEL"] = "warning"
@@ -151,7 +160,9 @@ def test_every_acknowledged_grant_is_on_chain_exactly_once(
     killer = threading.Thread(target=chaos)
     killer.start()
     try:
-        with httpx.Client(base_url=gateway.url, headers={"X-API-Key": api_key}, timeout=5) as client:
+        with httpx.Client(
+            base_url=gateway.url, headers={"X-API-Key": api_key}, timeout=5
+        ) as client:
             for i, account in enumerate(accounts):
                 while True:
                     try:

@@ -24,7 +24,10 @@ def _start(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], dic
     started = time.monotonic()
     with log.open("ab") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "crm_gateway.cli", "run"], env=env, stdout=out, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "crm_gateway.cli", "run"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{env['GATEWAY_PORT']}/readyz"
     while time.monotonic() - started < 90:

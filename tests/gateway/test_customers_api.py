@@ -46,7 +46,9 @@ def test_create_read_verify(client: TestClient, steward: dict[str, str], runtime
     assert read.json()["version"] == 1
 
     verified = client.get(f"/v1/customers/{customer_id}/verify", headers=steward).json()
-    assert verified["intact"] is True and verified["version"] == 1 and verified["block"] > 0
+    assert verified["intact"] is True
+    assert verified["version"] == 1
+    assert verified["block"] > 0
 
     registry = runtime.contracts["CustomerRegistry"]
     status, _at, _wallet, holders = registry.functions.customer(
@@ -89,7 +91,8 @@ def test_patch_makes_a_new_version_and_commitment(
     )
     assert patched.status_code == 200, patched.text
     read = client.get(f"/v1/customers/{customer_id}?purpose=support", headers=steward).json()
-    assert read["version"] == 2 and read["profile"]["family_name"] == "Hargreaves"
+    assert read["version"] == 2
+    assert read["profile"]["family_name"] == "Hargreaves"
     verified = client.get(f"/v1/customers/{customer_id}/verify", headers=steward).json()
     assert verified == {"intact": True, "version": 2, "block": verified["block"], "reason": None}
 
@@ -104,7 +107,8 @@ def test_tampering_is_detected_by_verify(
     with runtime.session_factory() as session:
         a = session.get(CustomerRecord, first)
         b = session.get(CustomerRecord, second)
-        assert a is not None and b is not None
+        assert a is not None
+        assert b is not None
         a.ciphertext, b.ciphertext = b.ciphertext, a.ciphertext
         a.nonce, b.nonce = b.nonce, a.nonce
         a.wrapped_key, b.wrapped_key = b.wrapped_key, a.wrapped_key
@@ -188,7 +192,8 @@ def test_export_has_profile_chain_state_and_access_log(
     client.get(f"/v1/customers/{customer_id}?purpose=support", headers=steward)
     export = client.get(f"/v1/customers/{customer_id}/export", headers=steward).json()
     assert export["profile"]["given_name"] == "Alice"
-    assert export["on_chain"]["status"] == "active" and export["on_chain"]["holders"] == [1]
+    assert export["on_chain"]["status"] == "active"
+    assert export["on_chain"]["holders"] == [1]
     assert [e["action"] for e in export["access_log"]][:2] == ["create", "read"]
 
 

@@ -21,6 +21,7 @@ from crm_gateway.store.db import make_engine, make_session_factory, upgrade_data
 
 # `db_url` (SQLite and PostgreSQL) and the PostgreSQL fixtures live in tests/conftest.py.
 
+
 @pytest.fixture
 def engine(db_url: str) -> Iterator[Engine]:
     """An engine on a database migrated to head."""
