@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     Dialect,
@@ -419,3 +420,148 @@ class AccessLogEntry(Base):
             f"AccessLogEntry(seq={self.seq}, action={self.action!r}, "
             f"decision={self.decision!r}, customer_id={self.customer_id!r})"
         )
+
+
+# --- read model: the indexer's bookkeeping and the projections of contract events -------------
+#
+# Written only by `crm_gateway.indexer`; everything here can be dropped and rebuilt from the chain
+# (`crm-chaincode index rebuild`). Projection tables are named `rm_*`; each is a pure function of
+# `chain_events` (see `crm_gateway.indexer.projections`).
+
+
+class IndexerCursor(Base):
+    """How far the indexer has read the chain: the last block whose events are all in
+    `chain_events` and applied to the projections, and that block's hash (checked against the
+    chain before every step, to detect a reorg)."""
+
+    __tablename__ = "indexer_cursor"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    block_number: Mapped[int] = mapped_column(BigInteger)
+    block_hash: Mapped[str] = mapped_column(String(TX_HASH_LENGTH))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+    def __repr__(self) -> str:
+        return f"IndexerCursor(name={self.name!r}, block_number={self.block_number})"
+
+
+class IndexedBlock(Base):
+    """The hash of a recent block the indexer read (the cursor's, and every block with events),
+    kept `INDEXER_REORG_DEPTH` blocks deep to find the common ancestor after a reorg."""
+
+    __tablename__ = "indexed_blocks"
+
+    number: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[str] = mapped_column(String(TX_HASH_LENGTH))
+
+
+class IndexedContract(Base):
+    """A contract whose logs the read model includes, from `from_block` (its deployment block).
+
+    A contract that appears in the deployment record later, deployed below the cursor, makes the
+    indexer rewind to its deployment block so that its past events are read too.
+    """
+
+    __tablename__ = "indexed_contracts"
+
+    address: Mapped[str] = mapped_column(String(ADDRESS_LENGTH), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    from_block: Mapped[int] = mapped_column(BigInteger)
+
+
+class ChainEvent(Base):
+    """One decoded log of one of our contracts on the canonical chain, stored exactly once
+    (unique by transaction hash and log index); events of blocks that left the chain are deleted."""
+
+    __tablename__ = "chain_events"
+    __table_args__ = (
+        UniqueConstraint("tx_hash", "log_index"),
+        Index("ix_chain_events_block_number_log_index", "block_number", "log_index"),
+        Index("ix_chain_events_contract_event", "contract", "event"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(_bigint(), Identity(), primary_key=True)
+    block_number: Mapped[int] = mapped_column(BigInteger)
+    block_hash: Mapped[str] = mapped_column(String(TX_HASH_LENGTH))
+    tx_hash: Mapped[str] = mapped_column(String(TX_HASH_LENGTH))
+    log_index: Mapped[int] = mapped_column(Integer)
+    contract: Mapped[str] = mapped_column(String(128))
+    event: Mapped[str] = mapped_column(String(128))
+    args: Mapped[dict[str, Any]] = mapped_column(_json())
+    block_timestamp: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    def __repr__(self) -> str:
+        return (
+            f"ChainEvent(block_number={self.block_number}, log_index={self.log_index}, "
+            f"contract={self.contract!r}, event={self.event!r})"
+        )
+
+
+class RmOrganization(Base):
+    """Projection of the Consortium's organisations: name, first admin, active or suspended."""
+
+    __tablename__ = "rm_organizations"
+
+    org_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    name: Mapped[str] = mapped_column(String(200))
+    admin: Mapped[str] = mapped_column(String(ADDRESS_LENGTH))
+    active: Mapped[bool] = mapped_column(Boolean)
+    updated_block: Mapped[int] = mapped_column(BigInteger)
+
+
+class RmMember(Base):
+    """Projection of organisation membership: the organisation each account belongs to now."""
+
+    __tablename__ = "rm_members"
+    __table_args__ = (Index("ix_rm_members_org_id", "org_id"),)
+
+    account: Mapped[str] = mapped_column(String(ADDRESS_LENGTH), primary_key=True)
+    org_id: Mapped[int] = mapped_column(BigInteger)
+    joined_block: Mapped[int] = mapped_column(BigInteger)
+
+
+class RmRoleHolding(Base):
+    """Projection of the Consortium's role grants: who holds which role, in which organisation
+    (the account's current one; NULL for none), and whether the grant is in force (`active`:
+    the account's organisation is active, or it has none), as `hasActiveRole` answers."""
+
+    __tablename__ = "rm_role_holdings"
+    __table_args__ = (Index("ix_rm_role_holdings_org_id", "org_id"),)
+
+    account: Mapped[str] = mapped_column(String(ADDRESS_LENGTH), primary_key=True)
+    role: Mapped[str] = mapped_column(String(BYTES32_HEX_LENGTH), primary_key=True)
+    org_id: Mapped[int | None] = mapped_column(BigInteger)
+    active: Mapped[bool] = mapped_column(Boolean)
+    granted_block: Mapped[int] = mapped_column(BigInteger)
+
+
+class RmCustomer(Base):
+    """Projection of the CustomerRegistry's identities: status, linked wallet, the next
+    wallet-link nonce. The holders and their commitments are in `rm_customer_holders`."""
+
+    __tablename__ = "rm_customers"
+    __table_args__ = (
+        CheckConstraint(_in("status", CustomerStatus), name="status"),
+        Index("ix_rm_customers_wallet", "wallet"),
+    )
+
+    customer_id: Mapped[str] = mapped_column(String(BYTES32_HEX_LENGTH), primary_key=True)
+    status: Mapped[CustomerStatus] = mapped_column(StrEnumType(CustomerStatus))
+    wallet: Mapped[str | None] = mapped_column(String(ADDRESS_LENGTH))
+    wallet_nonce: Mapped[int] = mapped_column(BigInteger)
+    registered_block: Mapped[int] = mapped_column(BigInteger)
+    updated_block: Mapped[int] = mapped_column(BigInteger)
+
+
+class RmCustomerHolder(Base):
+    """Projection of one holder organisation's view of a customer: version and commitment."""
+
+    __tablename__ = "rm_customer_holders"
+    __table_args__ = (Index("ix_rm_customer_holders_org_id", "org_id"),)
+
+    customer_id: Mapped[str] = mapped_column(String(BYTES32_HEX_LENGTH), primary_key=True)
+    org_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    version: Mapped[int] = mapped_column(BigInteger)
+    commitment: Mapped[str] = mapped_column(String(BYTES32_HEX_LENGTH))
+    updated_block: Mapped[int] = mapped_column(BigInteger)

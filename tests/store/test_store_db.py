@@ -35,6 +35,15 @@ TABLES = {
     "customer_records",
     "blind_indexes",
     "access_log",
+    "indexer_cursor",
+    "indexed_blocks",
+    "indexed_contracts",
+    "chain_events",
+    "rm_organizations",
+    "rm_members",
+    "rm_role_holdings",
+    "rm_customers",
+    "rm_customer_holders",
 }
 
 
@@ -166,7 +175,7 @@ def test_migrations_reach_head_and_match_the_models(db_url: str) -> None:
     try:
         assert database_revision(engine) is None
         upgrade_database(db_url)
-        assert database_revision(engine) == head_revision() == "0002"
+        assert database_revision(engine) == head_revision() == "0003"
         assert set(inspect(engine).get_table_names()) >= TABLES
         with engine.connect() as connection:
             context = MigrationContext.configure(connection, opts={"compare_type": True})
