@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Response, status
+from fastapi import APIRouter, Path, Query, status
 from pydantic import BaseModel, Field
 
-from crm_gateway.api.deps import Caller, CallerDep, IdempotencyKeyDep
-from crm_gateway.api.routers.operations import OperationOut, WaitQuery
+from crm_gateway.api.deps import Caller, CallerDep
+from crm_gateway.api.routers.operations import OperationOut, WriteDep, WriteRequest
 from crm_gateway.api.schemas import Bytes32Hex, EthAddress, StrictModel
-from crm_gateway.api.services import CustomersDep, OperationsDep, RuntimeDep
+from crm_gateway.api.services import CustomersDep
 from crm_gateway.customers.profile import CustomerProfile, ProfilePatch
 from crm_gateway.services.customers import Actor, CustomerWrite
-from crm_gateway.services.errors import ChainRefusedError, DomainError
+from crm_gateway.services.errors import DomainError
 
 router = APIRouter(prefix="/v1/customers", tags=["customers"])
 
@@ -64,40 +64,21 @@ def _actor(caller: Caller) -> Actor:
 
 
 def _answer(
-    written: CustomerWrite,
-    *,
-    caller: Caller,
-    wait: bool,
-    response: Response,
-    operations: OperationsDep,
-    runtime: RuntimeDep,
-    created_status: int = status.HTTP_200_OK,
+    written: CustomerWrite, request: WriteRequest, *, settled_status: int = status.HTTP_200_OK
 ) -> CustomerWriteOut:
-    view = written.operation
     if not written.created:
-        response.headers["Idempotent-Replayed"] = "true"
-    if wait and not view.settled:
-        view = operations.wait(view.id, caller.org_id, runtime.settings.wait_timeout_seconds)
-    if wait and view.status == "failed":
-        error = view.error or {"name": "Reverted", "args": {}}
-        raise ChainRefusedError(
-            f"the chain refused {view.kind} with {error['name']}", operation_id=view.id, error=error
-        )
-    response.headers["Location"] = f"/v1/customers/{written.customer_id}"
-    response.status_code = created_status if view.settled else status.HTTP_202_ACCEPTED
+        request.response.headers["Idempotent-Replayed"] = "true"
+    view = request.settle(
+        written.operation,
+        location=f"/v1/customers/{written.customer_id}",
+        settled_status=settled_status,
+    )
     return CustomerWriteOut(customer_id=written.customer_id, operation=OperationOut.of(view))
 
 
 @router.post("", response_model=CustomerWriteOut, status_code=202)
 def create_customer(
-    body: CustomerProfile,
-    caller: CallerDep,
-    idempotency_key: IdempotencyKeyDep,
-    customers: CustomersDep,
-    operations: OperationsDep,
-    runtime: RuntimeDep,
-    response: Response,
-    wait: WaitQuery = False,
+    body: CustomerProfile, request: WriteDep, customers: CustomersDep
 ) -> CustomerWriteOut:
     """Register a customer (DATA_STEWARD): the profile is sealed here, its commitment goes on-chain.
 
@@ -106,19 +87,11 @@ def create_customer(
     already registered the person, this one joins the same on-chain identity.
     """
     written = customers.create(
-        _actor(caller),
+        _actor(request.caller),
         body.model_dump(mode="json", exclude_none=True),
-        idempotency_key=idempotency_key,
+        idempotency_key=request.idempotency_key,
     )
-    return _answer(
-        written,
-        caller=caller,
-        wait=wait,
-        response=response,
-        operations=operations,
-        runtime=runtime,
-        created_status=status.HTTP_201_CREATED,
-    )
+    return _answer(written, request, settled_status=status.HTTP_201_CREATED)
 
 
 @router.get("", response_model=LookupOut)
@@ -148,44 +121,27 @@ def read_customer(
 
 @router.patch("/{customer_id}", response_model=CustomerWriteOut, status_code=202)
 def update_customer(
-    customer_id: CustomerId,
-    body: ProfilePatch,
-    caller: CallerDep,
-    idempotency_key: IdempotencyKeyDep,
-    customers: CustomersDep,
-    operations: OperationsDep,
-    runtime: RuntimeDep,
-    response: Response,
-    wait: WaitQuery = False,
+    customer_id: CustomerId, body: ProfilePatch, request: WriteDep, customers: CustomersDep
 ) -> CustomerWriteOut:
     """A new version of the profile and a new on-chain commitment (DATA_STEWARD)."""
     written = customers.update(
-        _actor(caller),
+        _actor(request.caller),
         customer_id,
         body.model_dump(mode="json", exclude_unset=True),
-        idempotency_key=idempotency_key,
+        idempotency_key=request.idempotency_key,
     )
-    return _answer(
-        written, caller=caller, wait=wait, response=response, operations=operations, runtime=runtime
-    )
+    return _answer(written, request)
 
 
 @router.delete("/{customer_id}", response_model=CustomerWriteOut, status_code=202)
 def erase_customer(
-    customer_id: CustomerId,
-    caller: CallerDep,
-    idempotency_key: IdempotencyKeyDep,
-    customers: CustomersDep,
-    operations: OperationsDep,
-    runtime: RuntimeDep,
-    response: Response,
-    wait: WaitQuery = False,
+    customer_id: CustomerId, request: WriteDep, customers: CustomersDep
 ) -> CustomerWriteOut:
     """Erase (GDPR Art. 17): data key, salt and blind indexes destroyed; the chain records it."""
-    written = customers.erase(_actor(caller), customer_id, idempotency_key=idempotency_key)
-    return _answer(
-        written, caller=caller, wait=wait, response=response, operations=operations, runtime=runtime
+    written = customers.erase(
+        _actor(request.caller), customer_id, idempotency_key=request.idempotency_key
     )
+    return _answer(written, request)
 
 
 @router.get("/{customer_id}/verify", response_model=VerificationOut)
@@ -219,25 +175,15 @@ def wallet_typed_data(
 
 @router.post("/{customer_id}/wallet", response_model=CustomerWriteOut, status_code=202)
 def link_wallet(
-    customer_id: CustomerId,
-    body: WalletLink,
-    caller: CallerDep,
-    idempotency_key: IdempotencyKeyDep,
-    customers: CustomersDep,
-    operations: OperationsDep,
-    runtime: RuntimeDep,
-    response: Response,
-    wait: WaitQuery = False,
+    customer_id: CustomerId, body: WalletLink, request: WriteDep, customers: CustomersDep
 ) -> CustomerWriteOut:
     """Link or rotate the customer's wallet with its signature (submitted by a DATA_STEWARD key)."""
     written = customers.link_wallet(
-        _actor(caller),
+        _actor(request.caller),
         customer_id,
         wallet=body.wallet,
         deadline=body.deadline,
         signature=body.signature,
-        idempotency_key=idempotency_key,
+        idempotency_key=request.idempotency_key,
     )
-    return _answer(
-        written, caller=caller, wait=wait, response=response, operations=operations, runtime=runtime
-    )
+    return _answer(written, request)

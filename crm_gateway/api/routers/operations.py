@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Depends, Query, Response, status
 from pydantic import BaseModel, Field
 
-from crm_gateway.api.deps import Caller, CallerDep
+from crm_gateway.api.deps import Caller, CallerDep, IdempotencyKeyDep
 from crm_gateway.api.services import OperationsDep, RuntimeDep
 from crm_gateway.pipeline.outbox import ChainWrite
 from crm_gateway.services.errors import ChainRefusedError
@@ -52,35 +53,71 @@ def get_operation(operation_id: str, caller: CallerDep, operations: OperationsDe
     return OperationOut.of(operations.get(operation_id, caller.org_id))
 
 
-def answer_write(
-    write: ChainWrite,
-    *,
-    caller: Caller,
-    idempotency_key: str | None,
-    payload: Any,
-    wait: bool,
-    response: Response,
-    operations: OperationService,
-    runtime: RuntimeDep,
-) -> OperationOut:
-    """Queue a write and answer 202 with its operation, or wait for the receipt on `?wait=true`.
+@dataclass
+class WriteRequest:
+    """Everything a write endpoint shares: who asks, their idempotency key, and how to answer."""
 
-    A waited write that the chain refused answers 422 with the decoded custom error.
-    """
-    view, created = operations.submit(
-        write, api_key_id=caller.api_key_id, idempotency_key=idempotency_key, payload=payload
-    )
-    if not created:
-        response.headers["Idempotent-Replayed"] = "true"
-    if wait and not view.settled:
-        view = operations.wait(view.id, caller.org_id, runtime.settings.wait_timeout_seconds)
-    response.headers["Location"] = f"/v1/operations/{view.id}"
-    if view.status == "failed" and wait:
-        error = view.error or {"name": "Reverted", "args": {}}
-        raise ChainRefusedError(
-            f"the chain refused {view.kind} with {error['name']}",
-            operation_id=view.id,
-            error=error,
+    caller: Caller
+    idempotency_key: str | None
+    wait: bool
+    response: Response
+    operations: OperationService
+    wait_timeout: float
+
+    def submit(self, write: ChainWrite, payload: Any) -> OperationView:
+        """Queue a plain chain write (no off-chain part)."""
+        view, created = self.operations.submit(
+            write,
+            api_key_id=self.caller.api_key_id,
+            idempotency_key=self.idempotency_key,
+            payload=payload,
         )
-    response.status_code = status.HTTP_200_OK if view.settled else status.HTTP_202_ACCEPTED
-    return OperationOut.of(view)
+        if not created:
+            self.response.headers["Idempotent-Replayed"] = "true"
+        return view
+
+    def settle(
+        self, view: OperationView, *, location: str | None = None, settled_status: int = 200
+    ) -> OperationView:
+        """Wait for the receipt on `?wait=true`; set the status code and `Location`.
+
+        Answers 202 while the write is pending; `settled_status` once it is confirmed; a waited
+        write that the chain refused raises 422 with the decoded custom error.
+        """
+        if self.wait and not view.settled:
+            view = self.operations.wait(view.id, self.caller.org_id, self.wait_timeout)
+        self.response.headers["Location"] = location or f"/v1/operations/{view.id}"
+        if view.status == "failed" and self.wait:
+            error = view.error or {"name": "Reverted", "args": {}}
+            raise ChainRefusedError(
+                f"the chain refused {view.kind} with {error['name']}",
+                operation_id=view.id,
+                error=error,
+            )
+        self.response.status_code = settled_status if view.settled else status.HTTP_202_ACCEPTED
+        return view
+
+    def answer(self, write: ChainWrite, payload: Any) -> OperationOut:
+        """Queue a write and answer with its operation."""
+        return OperationOut.of(self.settle(self.submit(write, payload)))
+
+
+def get_write_request(
+    caller: CallerDep,
+    idempotency_key: IdempotencyKeyDep,
+    operations: OperationsDep,
+    runtime: RuntimeDep,
+    response: Response,
+    wait: WaitQuery = False,
+) -> WriteRequest:
+    return WriteRequest(
+        caller=caller,
+        idempotency_key=idempotency_key,
+        wait=wait,
+        response=response,
+        operations=operations,
+        wait_timeout=runtime.settings.wait_timeout_seconds,
+    )
+
+
+WriteDep = Annotated[WriteRequest, Depends(get_write_request)]

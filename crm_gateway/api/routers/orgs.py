@@ -4,17 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Path, Response
+from fastapi import APIRouter, Body, Path
 from pydantic import BaseModel, Field
 
-from crm_gateway.api.deps import CallerDep, IdempotencyKeyDep
-from crm_gateway.api.routers.operations import (
-    OperationOut,
-    WaitQuery,
-    answer_write,
-)
+from crm_gateway.api.deps import CallerDep
+from crm_gateway.api.routers.operations import OperationOut, WriteDep
 from crm_gateway.api.schemas import EthAddress, StrictModel
-from crm_gateway.api.services import AccessDep, OperationsDep, RuntimeDep
+from crm_gateway.api.services import AccessDep
 from crm_gateway.chain.jsonable import to_jsonable
 from crm_gateway.services.access import ProposalKind
 
@@ -75,31 +71,15 @@ def get_organization(org_id: OrgId, _caller: CallerDep, access: AccessDep) -> Or
 
 @router.post("/proposals", response_model=OperationOut, status_code=202)
 def propose(
-    body: Annotated[ProposalIn, Body()],
-    caller: CallerDep,
-    idempotency_key: IdempotencyKeyDep,
-    access: AccessDep,
-    operations: OperationsDep,
-    runtime: RuntimeDep,
-    response: Response,
-    wait: WaitQuery = False,
+    body: Annotated[ProposalIn, Body()], request: WriteDep, access: AccessDep
 ) -> OperationOut:
     """Propose a consortium change; your organisation's approval is counted at once.
 
     Needs an ORG_ADMIN key. The operation's result carries the `ProposalCreated` event.
     """
     payload = body.model_dump(mode="json")
-    write = access.propose(caller.account, ProposalKind(body.kind), payload)
-    return answer_write(
-        write,
-        caller=caller,
-        idempotency_key=idempotency_key,
-        payload=payload,
-        wait=wait,
-        response=response,
-        operations=operations,
-        runtime=runtime,
-    )
+    write = access.propose(request.caller.account, ProposalKind(body.kind), payload)
+    return request.answer(write, payload)
 
 
 @router.get("/proposals/{proposal_id}")
@@ -109,48 +89,14 @@ def get_proposal(proposal_id: ProposalId, _caller: CallerDep, access: AccessDep)
 
 
 @router.post("/proposals/{proposal_id}/approvals", response_model=OperationOut, status_code=202)
-def approve(
-    proposal_id: ProposalId,
-    caller: CallerDep,
-    idempotency_key: IdempotencyKeyDep,
-    access: AccessDep,
-    operations: OperationsDep,
-    runtime: RuntimeDep,
-    response: Response,
-    wait: WaitQuery = False,
-) -> OperationOut:
+def approve(proposal_id: ProposalId, request: WriteDep, access: AccessDep) -> OperationOut:
     """Approve a proposal on behalf of your organisation (one approval per organisation)."""
-    return answer_write(
-        access.approve(caller.account, proposal_id),
-        caller=caller,
-        idempotency_key=idempotency_key,
-        payload={"proposal_id": proposal_id},
-        wait=wait,
-        response=response,
-        operations=operations,
-        runtime=runtime,
-    )
+    write = access.approve(request.caller.account, proposal_id)
+    return request.answer(write, {"proposal_id": proposal_id})
 
 
 @router.post("/proposals/{proposal_id}/execution", response_model=OperationOut, status_code=202)
-def execute(
-    proposal_id: ProposalId,
-    caller: CallerDep,
-    idempotency_key: IdempotencyKeyDep,
-    access: AccessDep,
-    operations: OperationsDep,
-    runtime: RuntimeDep,
-    response: Response,
-    wait: WaitQuery = False,
-) -> OperationOut:
+def execute(proposal_id: ProposalId, request: WriteDep, access: AccessDep) -> OperationOut:
     """Carry out a proposal that enough organisations approved."""
-    return answer_write(
-        access.execute(caller.account, proposal_id),
-        caller=caller,
-        idempotency_key=idempotency_key,
-        payload={"proposal_id": proposal_id},
-        wait=wait,
-        response=response,
-        operations=operations,
-        runtime=runtime,
-    )
+    write = access.execute(request.caller.account, proposal_id)
+    return request.answer(write, {"proposal_id": proposal_id})

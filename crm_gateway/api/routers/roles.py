@@ -4,17 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel
 
-from crm_gateway.api.deps import CallerDep, IdempotencyKeyDep
-from crm_gateway.api.routers.operations import (
-    OperationOut,
-    WaitQuery,
-    answer_write,
-)
+from crm_gateway.api.deps import CallerDep
+from crm_gateway.api.routers.operations import OperationOut, WriteDep
 from crm_gateway.api.schemas import EthAddress, StrictModel
-from crm_gateway.api.services import AccessDep, OperationsDep, RuntimeDep
+from crm_gateway.api.services import AccessDep
 from crm_gateway.services.access import Role
 
 router = APIRouter(prefix="/v1/roles", tags=["roles"])
@@ -66,50 +62,14 @@ def account_roles(
 
 
 @router.post("/grants", response_model=OperationOut, status_code=202)
-def grant_role(
-    body: RoleChange,
-    caller: CallerDep,
-    idempotency_key: IdempotencyKeyDep,
-    access: AccessDep,
-    operations: OperationsDep,
-    runtime: RuntimeDep,
-    response: Response,
-    wait: WaitQuery = False,
-) -> OperationOut:
+def grant_role(body: RoleChange, request: WriteDep, access: AccessDep) -> OperationOut:
     """Grant a role to an account; it joins your organisation. Needs an ORG_ADMIN key."""
-    payload = body.model_dump(mode="json")
-    return answer_write(
-        access.grant(caller.account, body.role, body.account),
-        caller=caller,
-        idempotency_key=idempotency_key,
-        payload=payload,
-        wait=wait,
-        response=response,
-        operations=operations,
-        runtime=runtime,
-    )
+    write = access.grant(request.caller.account, body.role, body.account)
+    return request.answer(write, body.model_dump(mode="json"))
 
 
 @router.post("/revocations", response_model=OperationOut, status_code=202)
-def revoke_role(
-    body: RoleChange,
-    caller: CallerDep,
-    idempotency_key: IdempotencyKeyDep,
-    access: AccessDep,
-    operations: OperationsDep,
-    runtime: RuntimeDep,
-    response: Response,
-    wait: WaitQuery = False,
-) -> OperationOut:
+def revoke_role(body: RoleChange, request: WriteDep, access: AccessDep) -> OperationOut:
     """Revoke a role from an account of your organisation. Needs an ORG_ADMIN key."""
-    payload = body.model_dump(mode="json")
-    return answer_write(
-        access.revoke(caller.account, body.role, body.account),
-        caller=caller,
-        idempotency_key=idempotency_key,
-        payload=payload,
-        wait=wait,
-        response=response,
-        operations=operations,
-        runtime=runtime,
-    )
+    write = access.revoke(request.caller.account, body.role, body.account)
+    return request.answer(write, body.model_dump(mode="json"))
