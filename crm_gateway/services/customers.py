@@ -7,17 +7,20 @@ A write commits its off-chain part and its outbox row in one database transactio
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_utils.address import to_checksum_address
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from web3.contract import Contract
 
+from crm_gateway.chain.calls import call_many
 from crm_gateway.chain.contracts import Contracts
 from crm_gateway.customers.profile import CustomerProfile, ProfilePatch
 from crm_gateway.pipeline.outbox import ChainWrite
@@ -42,7 +45,7 @@ from crm_gateway.vault.blind_index import BlindIndexer
 from crm_gateway.vault.commitment import canonical_json
 from crm_gateway.vault.envelope import TamperedRecordError
 from crm_gateway.vault.keys import KeyProvider, KeyProviderError
-from crm_gateway.vault.records import from_hex32, protect, reveal, to_hex32
+from crm_gateway.vault.records import ProtectedProfile, from_hex32, protect, reveal, to_hex32
 
 REGISTRY = "CustomerRegistry"
 _CHAIN_ERASED = 2
@@ -63,6 +66,20 @@ class Actor:
     api_key_id: str | None
     org_id: int
     account: str
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A new customer ready to be written: its id, sealed profile and blind indexes."""
+
+    customer_id: str
+    protected: ProtectedProfile
+    indexes: dict[BlindIndexKind, str | None]
+
+    @property
+    def commitment(self) -> str:
+        """The commitment to publish on-chain, as `0x` + 64 hex digits."""
+        return to_hex32(self.protected.commitment)
 
 
 @dataclass(frozen=True)
@@ -186,16 +203,16 @@ class CustomerService:
         hex_id = to_hex32(customer_id)
 
         def off_chain(session: Session) -> None:
-            if store.find_conflicts(session, indexes):
-                raise ConflictError("a customer with this e-mail or phone already exists")
-            store.insert_record(
-                session,
-                customer_id=hex_id,
-                org_id=self._org_id,
-                sealed=protected.sealed,
-                commitment=to_hex32(protected.commitment),
-            )
-            store.set_blind_indexes(session, hex_id, indexes)
+            _refuse_conflicts(session, indexes, "a customer with this {} already exists")
+            with _unique_or_conflict(session, indexes, "a customer with this {} already exists"):
+                store.insert_record(
+                    session,
+                    customer_id=hex_id,
+                    org_id=self._org_id,
+                    sealed=protected.sealed,
+                    commitment=to_hex32(protected.commitment),
+                )
+                store.set_blind_indexes(session, hex_id, indexes)
             self._log(
                 actor, AccessAction.CREATE, AccessDecision.ALLOWED, hex_id, None, session=session
             )
@@ -217,6 +234,109 @@ class CustomerService:
         if not created:
             hex_id = self._operation_customer(operation)
         return CustomerWrite(hex_id, operation, created)
+
+    # --- registration steps (shared by `create` and the CSV importer) ------------------------
+
+    def authorise_create(self, actor: Actor) -> None:
+        """Refuse (and log it) unless `actor` may register customers of this organisation."""
+        self._authorise(actor, AccessAction.CREATE, (Role.DATA_STEWARD,), None)
+
+    def blind_indexes(self, profile: CustomerProfile) -> dict[BlindIndexKind, str | None]:
+        """The blind indexes of a profile's e-mail and phone (None: no phone)."""
+        return {
+            BlindIndexKind.EMAIL: self._indexer.email(profile.email_index),
+            BlindIndexKind.PHONE: self._indexer.phone(profile.phone) if profile.phone else None,
+        }
+
+    def prepare_registration(
+        self,
+        profile: CustomerProfile,
+        *,
+        indexes: dict[BlindIndexKind, str | None] | None = None,
+        customer_id: bytes | None = None,
+    ) -> Registration:
+        """Choose the customer id (unless given: see `free_customer_ids`) and seal version 1."""
+        raw_id = (
+            customer_id
+            if customer_id is not None
+            else self.free_customer_ids([profile.email_index])[0]
+        )
+        protected = protect(
+            profile.canonical_json(),
+            customer_id=raw_id,
+            version=1,
+            org_id=self._org_id,
+            provider=self._vault,
+        )
+        return Registration(
+            customer_id=to_hex32(raw_id),
+            protected=protected,
+            indexes=indexes if indexes is not None else self.blind_indexes(profile),
+        )
+
+    def write_registrations(
+        self,
+        session: Session,
+        actor: Actor,
+        registrations: Sequence[Registration],
+        *,
+        purpose: str | None = None,
+    ) -> None:
+        """Insert the records, their blind indexes and a CREATE access-log entry for each.
+
+        Runs inside the caller's transaction (`OperationService.submit(off_chain=...)`), which
+        commits them with the outbox row of the chain write; `purpose` goes into each log entry
+        (the CSV importer's tag). A taken id or blind index raises `IntegrityError`.
+        """
+        store.insert_records(
+            session,
+            [
+                store.NewRecord(
+                    customer_id=registration.customer_id,
+                    sealed=registration.protected.sealed,
+                    commitment=registration.commitment,
+                    indexes=registration.indexes,
+                )
+                for registration in registrations
+            ],
+            org_id=self._org_id,
+        )
+        for registration in registrations:
+            self._log(
+                actor,
+                AccessAction.CREATE,
+                AccessDecision.ALLOWED,
+                registration.customer_id,
+                purpose,
+                session=session,
+            )
+
+    def free_customer_ids(self, email_indexes: Sequence[str]) -> list[bytes]:
+        """For each e-mail (index form), the first id of that person neither erased on-chain
+        nor used here before: generation 0 unless the person was erased. One database query
+        and one batch of chain calls per generation, however many e-mails."""
+        chosen: list[bytes | None] = [None] * len(email_indexes)
+        todo = list(range(len(email_indexes)))
+        for generation in range(_MAX_GENERATIONS):
+            if not todo:
+                break
+            candidates = {i: self._indexer.customer_id(email_indexes[i], generation) for i in todo}
+            with self._sessions() as session:
+                used = store.existing_record_ids(
+                    session, [to_hex32(candidate) for candidate in candidates.values()]
+                )
+            unused = [i for i in todo if to_hex32(candidates[i]) not in used]
+            statuses = call_many(
+                self._contracts.chain.w3,
+                [self._registry.functions.customer(candidates[i]) for i in unused],
+            )
+            for i, state in zip(unused, statuses, strict=True):
+                if int(state[0]) != _CHAIN_ERASED:
+                    chosen[i] = candidates[i]
+            todo = [i for i in todo if chosen[i] is None]
+        if todo:
+            raise ConflictError("this person was erased too many times to be registered again")
+        return [candidate for candidate in chosen if candidate is not None]
 
     def update(
         self, actor: Actor, customer_id: str, data: Any, *, idempotency_key: str | None
@@ -240,10 +360,8 @@ class CustomerService:
         )
 
         def off_chain(session: Session) -> None:
-            conflicts = store.find_conflicts(session, indexes, exclude=customer_id)
-            if conflicts:
-                kind, existing = next(iter(conflicts.items()))
-                raise ConflictError(f"another customer has this {kind.value}", customer_id=existing)
+            message = "another customer has this {}"
+            _refuse_conflicts(session, indexes, message, exclude=customer_id)
             record = store.get_active_record(session, customer_id, for_update=True)
             store.update_record(
                 session,
@@ -252,7 +370,8 @@ class CustomerService:
                 sealed=protected.sealed,
                 commitment=to_hex32(protected.commitment),
             )
-            store.set_blind_indexes(session, customer_id, indexes)
+            with _unique_or_conflict(session, indexes, message, exclude=customer_id):
+                store.set_blind_indexes(session, customer_id, indexes)
             self._log(
                 actor,
                 AccessAction.UPDATE,
@@ -558,22 +677,10 @@ class CustomerService:
     # --- helpers --------------------------------------------------------------------------
 
     def _indexes(self, profile: CustomerProfile) -> dict[BlindIndexKind, str | None]:
-        return {
-            BlindIndexKind.EMAIL: self._indexer.email(profile.email_index),
-            BlindIndexKind.PHONE: self._indexer.phone(profile.phone) if profile.phone else None,
-        }
+        return self.blind_indexes(profile)
 
     def _free_customer_id(self, email_index: str) -> bytes:
-        """The first id of this person that is neither erased on-chain nor used here before."""
-        with self._sessions() as session:
-            for generation in range(_MAX_GENERATIONS):
-                candidate = self._indexer.customer_id(email_index, generation)
-                if store.get_record(session, to_hex32(candidate)) is not None:
-                    continue
-                status = int(self._registry.functions.customer(candidate).call()[0])
-                if status != _CHAIN_ERASED:
-                    return candidate
-        raise ConflictError("this person was erased too many times to be registered again")
+        return self.free_customer_ids([email_index])[0]
 
     def _active(
         self,
@@ -614,3 +721,41 @@ class CustomerService:
     @staticmethod
     def _operation_customer(operation: OperationView) -> str:
         return str(operation.args[0]) if operation.args else ""
+
+
+def _refuse_conflicts(
+    session: Session,
+    indexes: dict[BlindIndexKind, str | None],
+    message: str,
+    *,
+    exclude: str | None = None,
+) -> None:
+    """`ConflictError` naming the existing customer if another one holds one of `indexes`."""
+    conflicts = store.find_conflicts(session, indexes, exclude=exclude)
+    if conflicts:
+        kind, existing = next(iter(conflicts.items()))
+        raise ConflictError(message.format(kind.value), customer_id=existing)
+
+
+@contextlib.contextmanager
+def _unique_or_conflict(
+    session: Session,
+    indexes: dict[BlindIndexKind, str | None],
+    message: str,
+    *,
+    exclude: str | None = None,
+) -> Iterator[None]:
+    """Run inserts in a savepoint; a unique violation from a concurrent writer becomes a 409.
+
+    On PostgreSQL (READ COMMITTED) two requests for the same person can both pass the
+    conflict check and race to insert; the loser's INSERT waits for the winner's commit and
+    then fails with a unique violation. Rolling back to the savepoint keeps the transaction
+    usable, and the winner's rows are visible to the next statement, so the answer names it.
+    (SQLite serialises writers with BEGIN IMMEDIATE, so there the first check already sees it.)
+    """
+    try:
+        with session.begin_nested():
+            yield
+    except IntegrityError:
+        _refuse_conflicts(session, indexes, message, exclude=exclude)
+        raise  # not a duplicate person: a bug, answered as a 500

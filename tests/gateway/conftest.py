@@ -19,8 +19,23 @@ from tests.conftest import make_settings
 
 
 @pytest.fixture
-def runtime(tmp_path: Path) -> Iterator[Runtime]:
-    runtime = build_runtime(make_settings(tmp_path))
+def gateway_database() -> str:
+    """Which database the gateway runs on; a test module overrides this with `DATABASES`."""
+    return "sqlite"
+
+
+#: `params` for a module's own `gateway_database` fixture: run its tests on SQLite and PostgreSQL.
+DATABASES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture
+def runtime(
+    tmp_path: Path, gateway_database: str, request: pytest.FixtureRequest
+) -> Iterator[Runtime]:
+    overrides = {}
+    if gateway_database == "postgres":
+        overrides["database_url"] = request.getfixturevalue("postgres_schema_url")
+    runtime = build_runtime(make_settings(tmp_path, **overrides))
     yield runtime
     runtime.close()
 

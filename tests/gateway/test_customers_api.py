@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +13,7 @@ from sqlalchemy import select
 
 from crm_gateway.runtime import Runtime
 from crm_gateway.store.models import AccessLogEntry, BlindIndex, CustomerRecord
+from tests.gateway.conftest import DATABASES
 
 ALICE = {
     "given_name": "Alice",
@@ -20,6 +22,12 @@ ALICE = {
     "phone": "020 7946 0958",
     "birth_date": "1990-05-04",
 }
+
+
+@pytest.fixture(params=DATABASES)
+def gateway_database(request: pytest.FixtureRequest) -> str:
+    """Every test here runs on SQLite and on the machine's PostgreSQL."""
+    return str(request.param)
 
 
 @pytest.fixture
@@ -68,6 +76,62 @@ def test_duplicates_by_email_or_phone_are_409_with_the_existing_id(
         response = client.post("/v1/customers", json=duplicate, headers=steward)
         assert response.status_code == 409
         assert response.json()["customer_id"] == customer_id
+
+
+def _race(client: TestClient, requests: list[Callable[[], Any]]) -> list[Any]:
+    """Send the requests from as many threads at once; their responses, in order."""
+    barrier = threading.Barrier(len(requests))
+    responses: list[Any] = [None] * len(requests)
+
+    def send(i: int) -> None:
+        barrier.wait()
+        responses[i] = requests[i]()
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(requests))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return responses
+
+
+def test_concurrent_registrations_of_one_person_make_one_record_and_409s(
+    client: TestClient, steward: dict[str, str], runtime: Runtime
+) -> None:
+    """On PostgreSQL both requests can pass the conflict check; the loser must still get a 409."""
+    body = {"email": "race@example.com", "given_name": "Rae"}
+    responses = _race(
+        client, [lambda: client.post("/v1/customers", json=body, headers=steward)] * 8
+    )
+    codes = sorted(r.status_code for r in responses)
+    assert codes == [202] + [409] * 7, [r.text for r in responses]
+    [winner] = [r.json()["customer_id"] for r in responses if r.status_code == 202]
+    assert {r.json()["customer_id"] for r in responses if r.status_code == 409} == {winner}
+    with runtime.session_factory() as session:
+        assert [r.customer_id for r in session.scalars(select(CustomerRecord))] == [winner]
+
+
+def test_concurrent_updates_to_one_phone_let_one_win(
+    client: TestClient, steward: dict[str, str], runtime: Runtime
+) -> None:
+    ids = [
+        _create(client, steward, {"email": f"p{n}@example.com"})["customer_id"] for n in range(4)
+    ]
+    patch = {"phone": "+44 20 7946 0111"}
+    responses = _race(
+        client,
+        [
+            (lambda c=c: client.patch(f"/v1/customers/{c}", json=patch, headers=steward))
+            for c in ids
+        ],
+    )
+    codes = sorted(r.status_code for r in responses)
+    assert codes == [202] + [409] * 3, [r.text for r in responses]
+    winner = ids[[r.status_code for r in responses].index(202)]
+    assert all(r.json()["customer_id"] == winner for r in responses if r.status_code == 409)
+    with runtime.session_factory() as session:
+        owners = session.scalars(select(BlindIndex.customer_id).where(BlindIndex.kind == "phone"))
+        assert list(owners) == [winner]
 
 
 def test_lookup_by_email_and_phone(client: TestClient, steward: dict[str, str]) -> None:
