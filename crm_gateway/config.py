@@ -90,6 +90,16 @@ class Settings(BaseSettings):
     gas_limit_multiplier: Annotated[float, Field(ge=1.0)] = 1.25
     wait_timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
 
+    # --- indexer and read model --------------------------------------------------------------
+    # Run the indexer (contract events into the read model) inside the gateway.
+    indexer_enabled: bool = True
+    # Seconds between polls for new blocks once the read model is at the chain head.
+    indexer_poll_seconds: Annotated[float, Field(gt=0)] = 0.2
+    # Most blocks read by one eth_getLogs and written in one database transaction.
+    indexer_max_block_range: Annotated[int, Field(ge=1)] = 500
+    # How many recent blocks keep their hash, to find the common ancestor after a reorg.
+    indexer_reorg_depth: Annotated[int, Field(ge=1)] = 1000
+
     # --- personal-data vault -----------------------------------------------------------------
     # JSON keyring of key-encryption keys (and, unless INDEX_KEY is set, the blind-index key);
     # created with mode 0600 on first use, refused when group or others may read it.

@@ -20,6 +20,7 @@ from crm_gateway.chain.deployments import DeploymentStore, verify_record
 from crm_gateway.chain.keystore import Keystore, KeystoreError, require_fast_signing
 from crm_gateway.chain.migrations import MigrationReport, apply_migrations
 from crm_gateway.config import ChainKind, Settings
+from crm_gateway.indexer import ChainIndexer, IndexerWorker, ReadModel
 from crm_gateway.pipeline.nonces import NonceAllocator
 from crm_gateway.pipeline.sender import Sender
 from crm_gateway.pipeline.watcher import Watcher
@@ -106,12 +107,16 @@ class Runtime:
     pipeline: PipelineWorker
     vault: KeyringFileProvider
     indexer: BlindIndexer
+    # The chain indexer's background worker, and the read model it keeps current.
+    index_worker: IndexerWorker
+    read_model: ReadModel
 
     @property
     def artifacts(self) -> Artifacts:
         return self.contracts.artifacts
 
     def close(self) -> None:
+        self.index_worker.stop()
         self.pipeline.stop()
         engine = self.session_factory.kw.get("bind")
         if engine is not None:
@@ -158,4 +163,24 @@ def build_runtime(settings: Settings, *, chain: Chain | None = None) -> Runtime:
     )
     vault = KeyringFileProvider(settings.path(settings.vault_keyring_file))
     indexer = BlindIndexer(load_index_key(settings, vault))
-    return Runtime(settings, chain, contracts, keystore, sessions, worker, vault, indexer)
+    index_worker = IndexerWorker(
+        ChainIndexer(
+            contracts,
+            sessions,
+            max_block_range=settings.indexer_max_block_range,
+            reorg_depth=settings.indexer_reorg_depth,
+        ),
+        poll=settings.indexer_poll_seconds,
+    )
+    return Runtime(
+        settings,
+        chain,
+        contracts,
+        keystore,
+        sessions,
+        worker,
+        vault,
+        indexer,
+        index_worker,
+        ReadModel(engine),
+    )

@@ -29,6 +29,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         app.state.session_factory = current.session_factory
         if settings.pipeline_enabled:
             current.pipeline.start()
+        if settings.indexer_enabled:
+            current.index_worker.start()
         try:
             yield
         finally:

@@ -1,0 +1,112 @@
+"""The extension point of the read model: projections of contract events into `rm_*` tables.
+
+A projection is a pure function of the events in `chain_events`, applied one event at a time in
+chain order (block number, log index). Subclass `Projection`, name the tables it owns, and mark
+one method per event with `@handles("Contract", "Event")`; then add the class to
+`DEFAULT_PROJECTIONS` (in `projections/__init__.py`). The indexer calls the handlers inside the
+database transaction that stores the events of a block range, so a projection is always exactly as
+current as the cursor, and never applies an event twice.
+
+When events are removed (a reorg), the indexer rebuilds every projection that handled one of them:
+by default it empties the projection's tables and replays all its events; a projection whose rows
+are partitioned by a key (a customer id, say) overrides `key_of` and `forget` so that only the
+rows of the affected keys are recomputed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from typing import Any, ClassVar, TypeVar
+
+from sqlalchemy import delete
+from sqlalchemy.orm import Session
+
+from crm_gateway.indexer.events import EventKey, IndexedEvent
+from crm_gateway.store.models import Base
+
+Handler = Callable[[Session, IndexedEvent], None]
+_F = TypeVar("_F", bound=Callable[..., Any])
+_HANDLES_ATTRIBUTE = "__projection_handles__"
+
+
+def handles(contract: str, *events: str) -> Callable[[_F], _F]:
+    """Mark a `Projection` method as the handler of these events of `contract`."""
+
+    def mark(method: _F) -> _F:
+        existing: list[EventKey] = list(getattr(method, _HANDLES_ATTRIBUTE, []))
+        setattr(method, _HANDLES_ATTRIBUTE, existing + [(contract, e) for e in events])
+        return method
+
+    return mark
+
+
+class Projection:
+    """A read-model projection; see the module docstring."""
+
+    #: A short unique name (for logs and the CLI).
+    name: ClassVar[str] = ""
+    #: The tables it owns, children first (the order `reset` deletes them in).
+    tables: ClassVar[tuple[type[Base], ...]] = ()
+
+    def handlers(self) -> dict[EventKey, Handler]:
+        """Its handlers by (contract, event), collected from the `@handles` marks."""
+        found: dict[EventKey, Handler] = {}
+        for attribute in dir(type(self)):
+            function = getattr(type(self), attribute, None)
+            for key in getattr(function, _HANDLES_ATTRIBUTE, ()):
+                if key in found:
+                    raise TypeError(f"{type(self).__name__} handles {key} twice")
+                found[key] = getattr(self, attribute)
+        return found
+
+    def reset(self, session: Session) -> None:
+        """Empty its tables."""
+        for table in self.tables:
+            session.execute(delete(table))
+
+    def key_of(self, event: IndexedEvent) -> Hashable | None:
+        """The partition of rows `event` touches, or None if it may touch any row (the default,
+        which makes a rebuild replay the whole projection)."""
+        return None
+
+    def forget(self, session: Session, keys: set[Hashable]) -> None:
+        """Delete the rows of these partitions (needed only when `key_of` returns keys)."""
+        raise NotImplementedError(f"{type(self).__name__} has keys but cannot forget them")
+
+
+class ProjectionRegistry:
+    """The projections of one read model and their handlers by (contract, event)."""
+
+    def __init__(self, projections: Iterable[Projection] = ()) -> None:
+        self._projections: list[Projection] = []
+        self._handlers: dict[EventKey, list[tuple[Projection, Handler]]] = {}
+        for projection in projections:
+            self.register(projection)
+
+    def register(self, projection: Projection) -> None:
+        if any(p.name == projection.name for p in self._projections):
+            raise ValueError(f"a projection named {projection.name!r} is already registered")
+        self._projections.append(projection)
+        for key, handler in projection.handlers().items():
+            self._handlers.setdefault(key, []).append((projection, handler))
+
+    @property
+    def projections(self) -> Sequence[Projection]:
+        return tuple(self._projections)
+
+    @property
+    def handled(self) -> Mapping[EventKey, Sequence[tuple[Projection, Handler]]]:
+        return self._handlers
+
+    def keys_of(self, projection: Projection) -> set[EventKey]:
+        return {
+            key for key, pairs in self._handlers.items() if any(p is projection for p, _ in pairs)
+        }
+
+    def apply(self, session: Session, event: IndexedEvent) -> None:
+        """Apply one event to every projection that handles it."""
+        for _projection, handler in self._handlers.get(event.key, ()):
+            handler(session, event)
+
+    def tables(self) -> list[type[Base]]:
+        return [table for projection in self._projections for table in projection.tables]

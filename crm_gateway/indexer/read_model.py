@@ -1,0 +1,238 @@
+"""Hot-path queries answered from the read model, with no chain I/O.
+
+Every answer is as current as `as_of_block()`: the cursor is read first, so the data a query
+returns is at least that current (a later commit of the indexer may already be visible too).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
+from sqlalchemy import Connection, Engine, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from crm_gateway.indexer.scanner import CURSOR_NAME
+from crm_gateway.store.models import (
+    CustomerStatus,
+    IndexerCursor,
+    RmCustomer,
+    RmCustomerHolder,
+    RmMember,
+    RmOrganization,
+    RmRoleHolding,
+)
+
+# The Consortium's roles (OrganizationRoles), by name; `DEFAULT_ADMIN_ROLE` is the zero hash.
+ROLE_NAMES: tuple[str, ...] = (
+    "CONSORTIUM_ADMIN",
+    "ORG_ADMIN",
+    "DATA_STEWARD",
+    "AGENT",
+    "MARKETER",
+    "AUDITOR",
+    "MERCHANT",
+    "RELAYER",
+)
+_ROLE_IDS: dict[str, str] = {name: "0x" + keccak(text=name).hex() for name in ROLE_NAMES}
+_ROLE_IDS["DEFAULT_ADMIN_ROLE"] = "0x" + "00" * 32
+_ROLE_NAMES_BY_ID: dict[str, str] = {role_id: name for name, role_id in _ROLE_IDS.items()}
+
+
+def role_id(role: str | bytes) -> str:
+    """The bytes32 id of a role given by name ("DATA_STEWARD"), hex, or bytes, as lower-case hex."""
+    if isinstance(role, bytes):
+        return "0x" + role.hex()
+    known = _ROLE_IDS.get(role.upper())
+    if known is not None:
+        return known
+    if role.startswith("0x") and len(role) == 66:
+        return role.lower()
+    raise ValueError(f"unknown role {role!r}")
+
+
+def role_name(role_id_hex: str) -> str:
+    """The name of a role id, or the id itself when it is not one of the Consortium's roles."""
+    return _ROLE_NAMES_BY_ID.get(role_id_hex.lower(), role_id_hex)
+
+
+@lru_cache(maxsize=65_536)
+def _checksum(address: str) -> str:
+    return to_checksum_address(address)
+
+
+@dataclass(frozen=True)
+class RoleView:
+    role: str  # the role's name when it is one of the Consortium's, else its bytes32 id
+    role_id: str
+    org_id: int | None
+    active: bool  # in force: the account's organisation is active (or it has none)
+    granted_block: int
+
+
+@dataclass(frozen=True)
+class OrganizationView:
+    org_id: int
+    name: str
+    admin: str
+    active: bool
+
+
+@dataclass(frozen=True)
+class HolderView:
+    org_id: int
+    version: int
+    commitment: str
+    updated_block: int
+
+
+@dataclass(frozen=True)
+class CustomerView:
+    customer_id: str
+    status: CustomerStatus
+    wallet: str | None
+    wallet_nonce: int
+    registered_block: int
+    updated_block: int
+    holders: dict[int, HolderView]
+    as_of_block: int | None
+
+
+class ReadModel:
+    """Queries over the `rm_*` tables; each opens one pooled connection and does no chain I/O."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def from_session_factory(cls, factory: sessionmaker[Session]) -> ReadModel:
+        engine = factory.kw.get("bind")
+        if not isinstance(engine, Engine):
+            raise TypeError("the session factory is not bound to an engine")
+        return cls(engine)
+
+    @staticmethod
+    def _as_of(connection: Connection) -> int | None:
+        return connection.execute(
+            select(IndexerCursor.block_number).where(IndexerCursor.name == CURSOR_NAME)
+        ).scalar_one_or_none()
+
+    def as_of_block(self) -> int | None:
+        """The last block whose events the read model includes (None before the first scan)."""
+        with self.engine.connect() as connection:
+            return self._as_of(connection)
+
+    # --- roles ------------------------------------------------------------------------------
+
+    def has_role(self, role: str | bytes, account: str) -> bool:
+        """`hasActiveRole(role, account)`: held and in force."""
+        with self.engine.connect() as connection:
+            active = connection.execute(
+                select(RmRoleHolding.active).where(
+                    RmRoleHolding.account == _checksum(account),
+                    RmRoleHolding.role == role_id(role),
+                )
+            ).scalar_one_or_none()
+        return bool(active)
+
+    def roles_of(self, account: str) -> list[RoleView]:
+        """Every role `account` holds (in force or not), by role name."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(
+                    RmRoleHolding.role,
+                    RmRoleHolding.org_id,
+                    RmRoleHolding.active,
+                    RmRoleHolding.granted_block,
+                ).where(RmRoleHolding.account == _checksum(account))
+            ).all()
+        views = [
+            RoleView(role_name(r.role), r.role, r.org_id, r.active, r.granted_block) for r in rows
+        ]
+        return sorted(views, key=lambda v: v.role)
+
+    def holders_of(self, role: str | bytes, *, org_id: int | None = None) -> list[str]:
+        """The accounts holding `role` (in force or not), optionally in one organisation."""
+        query = select(RmRoleHolding.account).where(RmRoleHolding.role == role_id(role))
+        if org_id is not None:
+            query = query.where(RmRoleHolding.org_id == org_id)
+        with self.engine.connect() as connection:
+            return sorted(connection.execute(query).scalars())
+
+    def organization_of(self, account: str) -> int | None:
+        """The organisation `account` belongs to (None for none)."""
+        with self.engine.connect() as connection:
+            return connection.execute(
+                select(RmMember.org_id).where(RmMember.account == _checksum(account))
+            ).scalar_one_or_none()
+
+    def organizations(self) -> list[OrganizationView]:
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(
+                    RmOrganization.org_id,
+                    RmOrganization.name,
+                    RmOrganization.admin,
+                    RmOrganization.active,
+                ).order_by(RmOrganization.org_id)
+            ).all()
+        return [OrganizationView(r.org_id, r.name, r.admin, r.active) for r in rows]
+
+    # --- customers --------------------------------------------------------------------------
+
+    def customer(self, customer_id: str) -> CustomerView | None:
+        """A customer id's state on the registry (None if it was never registered)."""
+        key = customer_id.lower()
+        with self.engine.connect() as connection:
+            as_of = self._as_of(connection)
+            row = connection.execute(
+                select(RmCustomer).where(RmCustomer.customer_id == key)
+            ).one_or_none()
+            if row is None:
+                return None
+            holders = connection.execute(
+                select(
+                    RmCustomerHolder.org_id,
+                    RmCustomerHolder.version,
+                    RmCustomerHolder.commitment,
+                    RmCustomerHolder.updated_block,
+                ).where(RmCustomerHolder.customer_id == key)
+            ).all()
+        return CustomerView(
+            customer_id=row.customer_id,
+            status=row.status,
+            wallet=row.wallet,
+            wallet_nonce=row.wallet_nonce,
+            registered_block=row.registered_block,
+            updated_block=row.updated_block,
+            holders={
+                h.org_id: HolderView(h.org_id, h.version, h.commitment, h.updated_block)
+                for h in holders
+            },
+            as_of_block=as_of,
+        )
+
+    def holding(self, customer_id: str, org_id: int) -> HolderView | None:
+        """Organisation `org_id`'s holding of a customer (version, commitment), if it holds it."""
+        with self.engine.connect() as connection:
+            row = connection.execute(
+                select(
+                    RmCustomerHolder.org_id,
+                    RmCustomerHolder.version,
+                    RmCustomerHolder.commitment,
+                    RmCustomerHolder.updated_block,
+                ).where(
+                    RmCustomerHolder.customer_id == customer_id.lower(),
+                    RmCustomerHolder.org_id == org_id,
+                )
+            ).one_or_none()
+        return None if row is None else HolderView(*row)
+
+    def customer_of_wallet(self, wallet: str) -> str | None:
+        """The customer id a wallet is linked to (None if it is not linked)."""
+        with self.engine.connect() as connection:
+            return connection.execute(
+                select(RmCustomer.customer_id).where(RmCustomer.wallet == _checksum(wallet))
+            ).scalar_one_or_none()
