@@ -565,3 +565,68 @@ class RmCustomerHolder(Base):
     version: Mapped[int] = mapped_column(BigInteger)
     commitment: Mapped[str] = mapped_column(String(BYTES32_HEX_LENGTH))
     updated_block: Mapped[int] = mapped_column(BigInteger)
+
+
+class RmPurpose(Base):
+    """Projection of the PurposeRegistry: each purpose's controller, current notice version and
+    hash, lawful basis (by name: consent, contract, legal_obligation, legitimate_interest) and
+    whether it is still active (not retired)."""
+
+    __tablename__ = "rm_purposes"
+
+    purpose_id: Mapped[str] = mapped_column(String(BYTES32_HEX_LENGTH), primary_key=True)
+    controller_org: Mapped[int] = mapped_column(BigInteger)
+    version: Mapped[int] = mapped_column(BigInteger)
+    notice_hash: Mapped[str] = mapped_column(String(BYTES32_HEX_LENGTH))
+    basis: Mapped[str] = mapped_column(String(32))
+    active: Mapped[bool] = mapped_column(Boolean)
+    updated_block: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class RmConsent(Base):
+    """Projection of the ConsentLedger's current state: the last change of each (customer,
+    purpose, processor organisation), with the block and transaction that made it. Whether it
+    counts now also depends on its expiry and on the purpose (`rm_purposes`): see
+    `ReadModel.consent`, which answers as the contract's `hasConsent` does."""
+
+    __tablename__ = "rm_consents"
+    __table_args__ = (Index("ix_rm_consents_purpose_id_org_id", "purpose_id", "org_id"),)
+
+    customer_id: Mapped[str] = mapped_column(String(BYTES32_HEX_LENGTH), primary_key=True)
+    purpose_id: Mapped[str] = mapped_column(String(BYTES32_HEX_LENGTH), primary_key=True)
+    org_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    granted: Mapped[bool] = mapped_column(Boolean)
+    purpose_version: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # NULL: no expiry
+    receipt_hash: Mapped[str] = mapped_column(String(BYTES32_HEX_LENGTH))
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime())  # the change's block timestamp
+    block_number: Mapped[int] = mapped_column(BigInteger)
+    tx_hash: Mapped[str] = mapped_column(String(TX_HASH_LENGTH))
+    log_index: Mapped[int] = mapped_column(Integer)
+
+
+class RmConsentChange(Base):
+    """Projection of the ConsentLedger's history: every ConsentChanged, one row each, for a
+    customer's consent history and receipts (`method`: wallet_transaction or signature)."""
+
+    __tablename__ = "rm_consent_changes"
+    __table_args__ = (
+        Index("ix_rm_consent_changes_customer_id_block_number", "customer_id", "block_number"),
+        Index("ix_rm_consent_changes_receipt_hash", "receipt_hash"),
+    )
+
+    tx_hash: Mapped[str] = mapped_column(String(TX_HASH_LENGTH), primary_key=True)
+    log_index: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    customer_id: Mapped[str] = mapped_column(String(BYTES32_HEX_LENGTH))
+    purpose_id: Mapped[str] = mapped_column(String(BYTES32_HEX_LENGTH))
+    org_id: Mapped[int] = mapped_column(BigInteger)
+    granted: Mapped[bool] = mapped_column(Boolean)
+    purpose_version: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    nonce: Mapped[int] = mapped_column(BigInteger)
+    receipt_hash: Mapped[str] = mapped_column(String(BYTES32_HEX_LENGTH))
+    method: Mapped[str] = mapped_column(String(32))
+    submitter: Mapped[str] = mapped_column(String(ADDRESS_LENGTH))
+    block_number: Mapped[int] = mapped_column(BigInteger)
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime())

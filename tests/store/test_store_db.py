@@ -44,6 +44,9 @@ TABLES = {
     "rm_role_holdings",
     "rm_customers",
     "rm_customer_holders",
+    "rm_purposes",
+    "rm_consents",
+    "rm_consent_changes",
 }
 
 

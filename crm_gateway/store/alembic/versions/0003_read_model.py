@@ -1,4 +1,5 @@
-"""Read model: the indexer's cursor, recent block hashes, decoded chain events, projections.
+"""Read model: the indexer's cursor, recent block hashes, decoded chain events, projections
+(roles, customers, purposes and consents).
 
 Revision ID: 0003
 Revises: 0002
@@ -123,8 +124,64 @@ def upgrade() -> None:
     )
     op.create_index("ix_rm_customer_holders_org_id", "rm_customer_holders", ["org_id"])
 
+    op.create_table(
+        "rm_purposes",
+        sa.Column("purpose_id", sa.String(66), nullable=False),
+        sa.Column("controller_org", sa.BigInteger(), nullable=False),
+        sa.Column("version", sa.BigInteger(), nullable=False),
+        sa.Column("notice_hash", sa.String(66), nullable=False),
+        sa.Column("basis", sa.String(32), nullable=False),
+        sa.Column("active", sa.Boolean(), nullable=False),
+        sa.Column("updated_block", sa.BigInteger(), nullable=False),
+        sa.Column("updated_at", _ts(), nullable=False),
+        sa.PrimaryKeyConstraint("purpose_id", name="pk_rm_purposes"),
+    )
+    op.create_table(
+        "rm_consents",
+        sa.Column("customer_id", sa.String(66), nullable=False),
+        sa.Column("purpose_id", sa.String(66), nullable=False),
+        sa.Column("org_id", sa.BigInteger(), autoincrement=False, nullable=False),
+        sa.Column("granted", sa.Boolean(), nullable=False),
+        sa.Column("purpose_version", sa.BigInteger(), nullable=False),
+        sa.Column("expires_at", _ts(), nullable=True),
+        sa.Column("receipt_hash", sa.String(66), nullable=False),
+        sa.Column("changed_at", _ts(), nullable=False),
+        sa.Column("block_number", sa.BigInteger(), nullable=False),
+        sa.Column("tx_hash", sa.String(66), nullable=False),
+        sa.Column("log_index", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("customer_id", "purpose_id", "org_id", name="pk_rm_consents"),
+    )
+    op.create_index("ix_rm_consents_purpose_id_org_id", "rm_consents", ["purpose_id", "org_id"])
+    op.create_table(
+        "rm_consent_changes",
+        sa.Column("tx_hash", sa.String(66), nullable=False),
+        sa.Column("log_index", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("customer_id", sa.String(66), nullable=False),
+        sa.Column("purpose_id", sa.String(66), nullable=False),
+        sa.Column("org_id", sa.BigInteger(), nullable=False),
+        sa.Column("granted", sa.Boolean(), nullable=False),
+        sa.Column("purpose_version", sa.BigInteger(), nullable=False),
+        sa.Column("expires_at", _ts(), nullable=True),
+        sa.Column("nonce", sa.BigInteger(), nullable=False),
+        sa.Column("receipt_hash", sa.String(66), nullable=False),
+        sa.Column("method", sa.String(32), nullable=False),
+        sa.Column("submitter", sa.String(42), nullable=False),
+        sa.Column("block_number", sa.BigInteger(), nullable=False),
+        sa.Column("changed_at", _ts(), nullable=False),
+        sa.PrimaryKeyConstraint("tx_hash", "log_index", name="pk_rm_consent_changes"),
+    )
+    op.create_index(
+        "ix_rm_consent_changes_customer_id_block_number",
+        "rm_consent_changes",
+        ["customer_id", "block_number"],
+    )
+    op.create_index("ix_rm_consent_changes_receipt_hash", "rm_consent_changes", ["receipt_hash"])
+
 
 def downgrade() -> None:
+    op.drop_table("rm_consent_changes")
+    op.drop_table("rm_consents")
+    op.drop_table("rm_purposes")
     op.drop_table("rm_customer_holders")
     op.drop_table("rm_customers")
     op.drop_table("rm_role_holdings")
