@@ -19,6 +19,7 @@ from crm_gateway.chain.keystore import KeystoreError
 from crm_gateway.chain.migrations import MigrationError
 from crm_gateway.config import Settings, get_settings
 from crm_gateway.services.errors import DomainError
+from crm_gateway.vault.keys import KeyProviderError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -32,6 +33,7 @@ EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
     ContractNotDeployed,
     DeploymentMismatch,
     DomainError,
+    KeyProviderError,
     KeystoreError,
     MigrationError,
 )

@@ -155,6 +155,20 @@ class KeyProvider(Protocol):
 
 
 @dataclass(frozen=True)
+class KekInfo:
+    """What may be shown about a KEK (never its material)."""
+
+    id: str
+    created_at: str
+    current: bool
+    retired_at: str | None = None  # set for a retired KEK, whose material is gone
+
+    @property
+    def retired(self) -> bool:
+        return self.retired_at is not None
+
+
+@dataclass(frozen=True)
 class _Kek:
     id: str
     key: bytes
@@ -383,6 +397,24 @@ class KeyringFileProvider:
 
     def kek_ids(self) -> list[str]:
         return [kek.id for kek in self._load().keks]
+
+    def describe(self) -> list[KekInfo]:
+        """Every KEK of the keyring, usable ones (oldest first) then retired ones."""
+        keyring = self._load()
+        usable = [
+            KekInfo(id=kek.id, created_at=kek.created_at, current=kek.id == keyring.current)
+            for kek in keyring.keks
+        ]
+        retired = [
+            KekInfo(
+                id=entry.get("id", ""),
+                created_at=entry.get("created_at", ""),
+                current=False,
+                retired_at=entry.get("retired_at", ""),
+            )
+            for entry in keyring.retired
+        ]
+        return usable + retired
 
     # --- the blind-index key -------------------------------------------------------------------
 
