@@ -328,7 +328,9 @@ class CustomerService:
             unused = [i for i in todo if to_hex32(candidates[i]) not in used]
             statuses = call_many(
                 self._contracts.chain.w3,
-                [self._registry.functions.customer(candidates[i]) for i in unused],
+                self._registry,
+                "customer",
+                [(candidates[i],) for i in unused],
             )
             for i, state in zip(unused, statuses, strict=True):
                 if int(state[0]) != _CHAIN_ERASED:

@@ -7,7 +7,7 @@ these functions commit: the caller owns the transaction.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple, cast
@@ -74,6 +74,38 @@ def get_active_record(
     return record
 
 
+def existing_record_ids(session: Session, customer_ids: Collection[str]) -> set[str]:
+    """Those of `customer_ids` that have a record here (active or erased)."""
+    found: set[str] = set()
+    for chunk in _chunks(sorted(set(customer_ids))):
+        found.update(
+            session.scalars(
+                select(CustomerRecord.customer_id).where(CustomerRecord.customer_id.in_(chunk))
+            )
+        )
+    return found
+
+
+def commitments_of(session: Session, customer_ids: Collection[str]) -> dict[str, str]:
+    """The stored commitment of each of `customer_ids` that has an active record."""
+    found: dict[str, str] = {}
+    for chunk in _chunks(sorted(set(customer_ids))):
+        rows = session.execute(
+            select(CustomerRecord.customer_id, CustomerRecord.commitment).where(
+                CustomerRecord.customer_id.in_(chunk),
+                CustomerRecord.status == CustomerStatus.ACTIVE,
+            )
+        )
+        found.update({customer_id: commitment for customer_id, commitment in rows})
+    return found
+
+
+def _chunks(values: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:
+    """Slices small enough for an `IN (...)` list on every backend."""
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
 def sealed_of(record: CustomerRecord) -> SealedRecord:
     """The sealed profile of an active record."""
     if (
@@ -115,6 +147,49 @@ def insert_record(
     session.add(record)
     session.flush()
     return record
+
+
+@dataclass(frozen=True)
+class NewRecord:
+    """A new customer's row: its id, sealed profile, commitment and blind indexes."""
+
+    customer_id: str
+    sealed: SealedRecord
+    commitment: str
+    indexes: Mapping[BlindIndexKind, str | None]
+
+
+def insert_records(session: Session, records: Sequence[NewRecord], *, org_id: int) -> None:
+    """Add active records (version 1) with their blind indexes, as multi-row INSERTs (flushed).
+
+    A taken customer id or blind index raises `IntegrityError` here.
+    """
+    session.add_all(
+        [
+            CustomerRecord(
+                customer_id=record.customer_id,
+                org_id=org_id,
+                version=1,
+                status=CustomerStatus.ACTIVE,
+                ciphertext=record.sealed.ciphertext,
+                nonce=record.sealed.nonce,
+                wrapped_key=record.sealed.wrapped_key.wrapped,
+                kek_id=record.sealed.wrapped_key.kek_id,
+                commitment=record.commitment,
+            )
+            for record in records
+        ]
+    )
+    session.flush()
+    session.add_all(
+        [
+            BlindIndex(kind=kind, value=value, customer_id=record.customer_id)
+            for record in records
+            for kind, value in record.indexes.items()
+            if value is not None
+        ]
+    )
+    session.flush()
 
 
 def update_record(
@@ -204,6 +279,21 @@ def find_conflicts(
         if owner is not None and owner != exclude:
             conflicts[kind] = owner
     return conflicts
+
+
+def owners_by_blind_index(
+    session: Session, kind: BlindIndexKind, values: Collection[str]
+) -> dict[str, str]:
+    """For each of `values` that is a blind index of `kind`, the customer it belongs to."""
+    owners: dict[str, str] = {}
+    for chunk in _chunks(sorted(set(values))):
+        rows = session.execute(
+            select(BlindIndex.value, BlindIndex.customer_id).where(
+                BlindIndex.kind == kind, BlindIndex.value.in_(chunk)
+            )
+        )
+        owners.update({value: customer_id for value, customer_id in rows})
+    return owners
 
 
 def blind_indexes_of(session: Session, customer_id: str) -> dict[BlindIndexKind, str]:
@@ -359,6 +449,26 @@ def log_access(
     session.add(entry)
     session.flush()
     return entry
+
+
+def created_with_purpose(session: Session, customer_ids: Collection[str], purpose: str) -> set[str]:
+    """Those of `customer_ids` whose record was created with `purpose` in the access log.
+
+    An import logs each customer it creates with the import's purpose, which is how a rerun of
+    the same import recognises the rows it already brought in.
+    """
+    found: set[str] = set()
+    for chunk in _chunks(sorted(set(customer_ids))):
+        rows = session.scalars(
+            select(AccessLogEntry.customer_id).where(
+                AccessLogEntry.customer_id.in_(chunk),
+                AccessLogEntry.action == AccessAction.CREATE,
+                AccessLogEntry.decision == AccessDecision.ALLOWED,
+                AccessLogEntry.purpose == purpose,
+            )
+        )
+        found.update(customer_id for customer_id in rows if customer_id is not None)
+    return found
 
 
 def access_log_for(session: Session, customer_id: str) -> Sequence[AccessLogEntry]:
