@@ -7,6 +7,7 @@ returns is at least that current (a later commit of the indexer may already be v
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from functools import lru_cache
 
 from eth_utils.address import to_checksum_address
@@ -18,11 +19,15 @@ from crm_gateway.indexer.scanner import CURSOR_NAME
 from crm_gateway.store.models import (
     CustomerStatus,
     IndexerCursor,
+    RmConsent,
+    RmConsentChange,
     RmCustomer,
     RmCustomerHolder,
     RmMember,
     RmOrganization,
+    RmPurpose,
     RmRoleHolding,
+    utcnow,
 )
 
 # The Consortium's roles (OrganizationRoles), by name; `DEFAULT_ADMIN_ROLE` is the zero hash.
@@ -98,6 +103,62 @@ class CustomerView:
     updated_block: int
     holders: dict[int, HolderView]
     as_of_block: int | None
+
+
+@dataclass(frozen=True)
+class PurposeView:
+    purpose_id: str
+    controller_org: int
+    version: int
+    notice_hash: str
+    basis: str  # consent, contract, legal_obligation or legitimate_interest
+    active: bool
+    updated_block: int
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class ConsentChangeView:
+    """One ConsentChanged event: a row of a customer's consent history."""
+
+    customer_id: str
+    purpose_id: str
+    org_id: int
+    granted: bool
+    purpose_version: int
+    expires_at: datetime | None
+    nonce: int
+    receipt_hash: str
+    method: str  # wallet_transaction or signature
+    submitter: str
+    block_number: int
+    tx_hash: str
+    log_index: int
+    changed_at: datetime
+
+
+@dataclass(frozen=True)
+class ConsentDecision:
+    """Whether a consent counts now, as `ConsentLedger.hasConsent` answers, and why not.
+
+    `reason` is None when granted, else one of: `no_consent` (never given), `revoked` (at
+    `block_number`), `expired` (at `expires_at`), `unknown_purpose`, `purpose_retired`,
+    `notice_changed` (given to `purpose_version`, the purpose is at `current_purpose_version`).
+    """
+
+    customer_id: str
+    purpose_id: str
+    org_id: int
+    granted: bool
+    reason: str | None
+    as_of_block: int | None
+    purpose_version: int | None = None
+    current_purpose_version: int | None = None
+    expires_at: datetime | None = None
+    changed_at: datetime | None = None
+    block_number: int | None = None
+    tx_hash: str | None = None
+    receipt_hash: str | None = None
 
 
 class ReadModel:
@@ -236,3 +297,133 @@ class ReadModel:
             return connection.execute(
                 select(RmCustomer.customer_id).where(RmCustomer.wallet == _checksum(wallet))
             ).scalar_one_or_none()
+
+    # --- purposes and consents ----------------------------------------------------------------
+
+    def purpose(self, purpose_id: str) -> PurposeView | None:
+        with self.engine.connect() as connection:
+            row = connection.execute(
+                select(RmPurpose).where(RmPurpose.purpose_id == purpose_id.lower())
+            ).one_or_none()
+        return None if row is None else PurposeView(**row._mapping)
+
+    def purposes(self) -> list[PurposeView]:
+        with self.engine.connect() as connection:
+            rows = connection.execute(select(RmPurpose).order_by(RmPurpose.purpose_id)).all()
+        return [PurposeView(**row._mapping) for row in rows]
+
+    def consent(
+        self, customer_id: str, purpose_id: str, org_id: int, *, now: datetime | None = None
+    ) -> ConsentDecision:
+        """Whether `customer_id` consents to `purpose_id` for `org_id` at `now` (default: the
+        current time): granted, not expired, given to the purpose's current notice version, and
+        the purpose not retired, as the contract's `hasConsent`."""
+        customer_id, purpose_id = customer_id.lower(), purpose_id.lower()
+        with self.engine.connect() as connection:
+            as_of = self._as_of(connection)
+            consent = connection.execute(
+                select(
+                    RmConsent.granted,
+                    RmConsent.purpose_version,
+                    RmConsent.expires_at,
+                    RmConsent.changed_at,
+                    RmConsent.block_number,
+                    RmConsent.tx_hash,
+                    RmConsent.receipt_hash,
+                ).where(
+                    RmConsent.customer_id == customer_id,
+                    RmConsent.purpose_id == purpose_id,
+                    RmConsent.org_id == org_id,
+                )
+            ).one_or_none()
+            purpose = (
+                None
+                if consent is None
+                else connection.execute(
+                    select(RmPurpose.version, RmPurpose.active).where(
+                        RmPurpose.purpose_id == purpose_id
+                    )
+                ).one_or_none()
+            )
+
+        def decide(granted: bool, reason: str | None, **fields: object) -> ConsentDecision:
+            return ConsentDecision(
+                customer_id,
+                purpose_id,
+                org_id,
+                granted,
+                reason,
+                as_of,
+                **fields,  # type: ignore[arg-type]
+            )
+
+        if consent is None:
+            return decide(False, "no_consent")
+        fields: dict[str, object] = {
+            "purpose_version": consent.purpose_version,
+            "current_purpose_version": None if purpose is None else purpose.version,
+            "expires_at": consent.expires_at,
+            "changed_at": consent.changed_at,
+            "block_number": consent.block_number,
+            "tx_hash": consent.tx_hash,
+            "receipt_hash": consent.receipt_hash,
+        }
+        if not consent.granted:
+            return decide(False, "revoked", **fields)
+        if consent.expires_at is not None and (now or utcnow()) >= consent.expires_at:
+            return decide(False, "expired", **fields)
+        if purpose is None:
+            return decide(False, "unknown_purpose", **fields)
+        if not purpose.active:
+            return decide(False, "purpose_retired", **fields)
+        if purpose.version != consent.purpose_version:
+            return decide(False, "notice_changed", **fields)
+        return decide(True, None, **fields)
+
+    def has_consent(self, customer_id: str, purpose_id: str, org_id: int) -> bool:
+        return self.consent(customer_id, purpose_id, org_id).granted
+
+    def audience(self, purpose_id: str, org_id: int, *, now: datetime | None = None) -> list[str]:
+        """The customer ids whose consent to `purpose_id` for `org_id` counts at `now`."""
+        moment = now or utcnow()
+        query = (
+            select(RmConsent.customer_id)
+            .join(RmPurpose, RmPurpose.purpose_id == RmConsent.purpose_id)
+            .where(
+                RmConsent.purpose_id == purpose_id.lower(),
+                RmConsent.org_id == org_id,
+                RmConsent.granted.is_(True),
+                RmPurpose.active.is_(True),
+                RmPurpose.version == RmConsent.purpose_version,
+                (RmConsent.expires_at.is_(None)) | (RmConsent.expires_at > moment),
+            )
+            .order_by(RmConsent.customer_id)
+        )
+        with self.engine.connect() as connection:
+            return list(connection.execute(query).scalars())
+
+    def consent_history(self, customer_id: str) -> list[ConsentChangeView]:
+        """Every consent change of a customer, oldest first."""
+        columns = (
+            RmConsentChange.customer_id,
+            RmConsentChange.purpose_id,
+            RmConsentChange.org_id,
+            RmConsentChange.granted,
+            RmConsentChange.purpose_version,
+            RmConsentChange.expires_at,
+            RmConsentChange.nonce,
+            RmConsentChange.receipt_hash,
+            RmConsentChange.method,
+            RmConsentChange.submitter,
+            RmConsentChange.block_number,
+            RmConsentChange.tx_hash,
+            RmConsentChange.log_index,
+            RmConsentChange.changed_at,
+        )
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(*columns)
+                .where(RmConsentChange.customer_id == customer_id.lower())
+                .order_by(RmConsentChange.block_number, RmConsentChange.log_index)
+            ).all()
+        return [ConsentChangeView(**row._mapping) for row in rows]

@@ -6,6 +6,7 @@ outbox, so a test controls exactly which blocks hold which events.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils.crypto import keccak
 from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 from web3 import Web3
 from web3.contract.contract import ContractFunction
 from web3.types import TxReceipt
@@ -26,15 +28,27 @@ from crm_gateway.runtime import Runtime, build_runtime
 from crm_gateway.store.models import (
     ChainEvent,
     IndexerCursor,
+    RmConsent,
+    RmConsentChange,
     RmCustomer,
     RmCustomerHolder,
     RmMember,
     RmOrganization,
+    RmPurpose,
     RmRoleHolding,
 )
 from tests.conftest import deploy_unless_embedded, free_port, make_settings
 
-READ_MODEL_TABLES = (RmOrganization, RmMember, RmRoleHolding, RmCustomer, RmCustomerHolder)
+READ_MODEL_TABLES = (
+    RmOrganization,
+    RmMember,
+    RmRoleHolding,
+    RmCustomer,
+    RmCustomerHolder,
+    RmPurpose,
+    RmConsent,
+    RmConsentChange,
+)
 
 
 def role(name: str) -> bytes:
@@ -68,6 +82,20 @@ class ChainWriter:
         )
         assert receipt["status"] == 1, receipt
         return receipt
+
+    def send_timed(self, call: ContractFunction) -> tuple[bytes, float]:
+        """Send without waiting; returns the hash and the moment the node accepted it (with
+        automine, the moment its block was mined)."""
+        tx = call.build_transaction(
+            {
+                "from": self.deployer.address,
+                "nonce": self.w3.eth.get_transaction_count(self.deployer.address, "pending"),
+                "gas": 5_000_000,
+            }
+        )
+        raw = self.deployer.sign_transaction(tx).raw_transaction
+        tx_hash = self.w3.eth.send_raw_transaction(raw)
+        return bytes(tx_hash), time.monotonic()
 
     def consortium(self) -> Any:
         return self.runtime.contracts["Consortium"]
@@ -185,10 +213,13 @@ def cursor_of(runtime: Runtime) -> tuple[int, str] | None:
         return None if cursor is None else (cursor.block_number, cursor.block_hash)
 
 
-def snapshot(runtime: Runtime) -> dict[str, list[tuple[Any, ...]]]:
-    """Every read-model table's rows (sorted), and the events without their ids."""
+def snapshot(source: Runtime | sessionmaker[Session]) -> dict[str, list[tuple[Any, ...]]]:
+    """Every read-model table's rows (sorted), the events without their ids, and the cursor."""
+    factory = source.session_factory if isinstance(source, Runtime) else source
     result: dict[str, list[tuple[Any, ...]]] = {}
-    with runtime.session_factory() as session:
+    with factory() as session:
+        cursor = session.get(IndexerCursor, "chain")
+        result["cursor"] = [] if cursor is None else [(cursor.block_number, cursor.block_hash)]
         for model in READ_MODEL_TABLES:
             columns = [c for c in model.__table__.columns]  # type: ignore[attr-defined]
             rows = session.execute(select(*columns)).all()

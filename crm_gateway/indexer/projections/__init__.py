@@ -13,10 +13,17 @@ from crm_gateway.indexer.projections.base import (
     ProjectionRegistry,
     handles,
 )
+from crm_gateway.indexer.projections.consents import ConsentsProjection, PurposesProjection
 from crm_gateway.indexer.projections.customers import CustomersProjection
 from crm_gateway.indexer.projections.roles import RolesProjection
 
-DEFAULT_PROJECTIONS: list[type[Projection]] = [RolesProjection, CustomersProjection]
+# A projection of a contract that is not deployed simply never sees an event.
+DEFAULT_PROJECTIONS: list[type[Projection]] = [
+    RolesProjection,
+    CustomersProjection,
+    PurposesProjection,
+    ConsentsProjection,
+]
 
 
 def default_registry() -> ProjectionRegistry:
@@ -26,10 +33,12 @@ def default_registry() -> ProjectionRegistry:
 
 __all__ = [
     "DEFAULT_PROJECTIONS",
+    "ConsentsProjection",
     "CustomersProjection",
     "Handler",
     "Projection",
     "ProjectionRegistry",
+    "PurposesProjection",
     "RolesProjection",
     "default_registry",
     "handles",
