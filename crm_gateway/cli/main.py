@@ -112,11 +112,13 @@ def _serve(cfg: Settings) -> None:
     import uvicorn
 
     from crm_gateway.api.app import create_app
+    from crm_gateway.logs import log_config
 
     uvicorn.run(
         create_app(cfg),
         host=cfg.gateway_host,
         port=cfg.gateway_port,
+        log_config=log_config(cfg.log_level),
         log_level=cfg.log_level,
         timeout_graceful_shutdown=5,
     )

@@ -1,0 +1,112 @@
+"""A real gateway (`crm-chaincode serve`) as a separate process, configured by its environment.
+
+Every setting of the given `Settings` is passed as an environment variable, as an operator would,
+and the process runs in its own folder (no `.env` is picked up). Its stdout and stderr (uvicorn's
+access and error logs, the gateway's own loggers, SQL echo) go to one log file.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from crm_gateway.config import Settings
+from crm_gateway.security.apikeys import create_api_key
+from crm_gateway.store.db import make_engine, make_session_factory, upgrade_database
+
+
+def environment(settings: Settings, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    for name, value in settings.model_dump().items():
+        if value is None:
+            env.pop(name.upper(), None)
+            continue
+        raw = value.get_secret_value() if hasattr(value, "get_secret_value") else value
+        env[name.upper()] = str(raw)
+    env.update(extra)
+    return env
+
+
+class GatewayProcess:
+    def __init__(self, settings: Settings, log: Path, **extra_env: str) -> None:
+        self.settings = settings
+        self.url = f"http://127.0.0.1:{settings.gateway_port}"
+        self.log = log
+        self.env = environment(settings, **extra_env)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start without waiting (see `wait_ready`), so several gateways start together."""
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "crm_gateway.cli", "serve"],
+                env=self.env,
+                cwd=self.log.parent,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.log.read_text()[-3000:]
+            try:
+                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError("gateway did not become ready:\n" + self.log.read_text()[-3000:])
+
+    def client(self, api_key: str | None = None) -> httpx.Client:
+        headers = {"X-API-Key": api_key} if api_key else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def __enter__(self) -> GatewayProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def api_key(settings: Settings, org_id: int, account: str, role: str) -> str:
+    """Issue an API key in the gateway's database (migrated first), as `apikeys create` does."""
+    upgrade_database(settings.database_url)
+    engine = make_engine(settings.database_url)
+    try:
+        with make_session_factory(engine)() as session:
+            _key, plaintext = create_api_key(session, org_id=org_id, account=account, role=role)
+            session.commit()
+    finally:
+        engine.dispose()
+    return plaintext
+
+
+def ok(response: httpx.Response, *codes: int) -> dict[str, Any]:
+    """The JSON body of a response whose status is one of `codes` (default 200 or 201)."""
+    assert response.status_code in (codes or (200, 201)), response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def events(operation: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    """The arguments of the events `name` an operation's receipt carries."""
+    return [e["args"] for e in operation["result"]["events"] if e["event"] == name]
