@@ -46,6 +46,7 @@ from web3.types import FilterParams, LogReceipt
 from crm_gateway.chain.contracts import Contracts
 from crm_gateway.indexer.events import IndexedEvent
 from crm_gateway.indexer.projections import ProjectionRegistry, default_registry
+from crm_gateway.indexer.projections.base import table
 from crm_gateway.store.db import session_scope
 from crm_gateway.store.models import (
     ChainEvent,
@@ -62,6 +63,7 @@ DEFAULT_MAX_BLOCK_RANGE = 500
 DEFAULT_REORG_DEPTH = 1000
 DEFAULT_MAX_EVENTS_PER_RANGE = 5000
 _REBUILD_PAGE = 2000
+_INSERT_EVENT = insert(table(ChainEvent))  # Core, not ORM: a tenth of the cost per row
 
 StepKind = Literal["idle", "scanned", "rewound", "reset", "raced"]
 
@@ -302,7 +304,7 @@ class ChainIndexer:
             }
             fresh = [e for e in events if e.identity not in stored]
             if fresh:
-                session.execute(insert(ChainEvent), [e.row() for e in fresh])
+                session.connection().execute(_INSERT_EVENT, [e.row() for e in fresh])
             for event in fresh:
                 apply_event(self.registry, session, event)
             blocks = {last: last_hash} | {e.block_number: e.block_hash for e in fresh}
@@ -492,10 +494,10 @@ class ChainIndexer:
         )
 
     def _drop(self, session: Session) -> None:
-        for table in self.registry.tables():
-            session.execute(delete(table))
-        for model in (ChainEvent, IndexedBlock, IndexedContract, IndexerCursor):
+        for model in self.registry.tables():
             session.execute(delete(model))
+        for bookkeeping in (ChainEvent, IndexedBlock, IndexedContract, IndexerCursor):
+            session.execute(delete(bookkeeping))
 
     def drop(self) -> None:
         """Empty the read model and the indexer's state (the next step starts from scratch)."""

@@ -151,6 +151,17 @@ def runtime(tmp_path: Path) -> Iterator[Runtime]:
     runtime.close()
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_runtime(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runtime]:
+    """A runtime on the embedded chain with its database on SQLite, then on PostgreSQL."""
+    overrides: dict[str, Any] = {}
+    if request.param == "postgres":
+        overrides["database_url"] = request.getfixturevalue("postgres_schema_url")
+    runtime = make_runtime(make_settings(tmp_path, **overrides))
+    yield runtime
+    runtime.close()
+
+
 @pytest.fixture
 def anvil_runtime(tmp_path: Path) -> Iterator[Runtime]:
     """A runtime on a real Anvil started for this test (no state file interval games)."""

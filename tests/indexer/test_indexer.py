@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import func, select, update
 from web3.logs import DISCARD
 
-from crm_gateway.indexer import ChainIndexer, ReadModel, StepResult, role_id
+from crm_gateway.indexer import ChainIndexer, StepResult, role_id
 from crm_gateway.runtime import Runtime
 from crm_gateway.store.models import ChainEvent, CustomerStatus, IndexerCursor
 from tests.indexer.conftest import (
@@ -19,16 +19,15 @@ from tests.indexer.conftest import (
     cursor_of,
     snapshot,
     stored_event_keys,
+    writer_for,
 )
 
 
-def test_role_grants_and_customers_appear_in_the_read_model(
-    runtime: Runtime,
-    writer: ChainWriter,
-    new_indexer: Callable[..., ChainIndexer],
-    read_model: ReadModel,
-) -> None:
-    indexer = new_indexer()
+def test_role_grants_and_customers_appear_in_the_read_model(db_runtime: Runtime) -> None:
+    runtime = db_runtime
+    writer = writer_for(runtime)
+    read_model = runtime.read_model
+    indexer = ChainIndexer(runtime.contracts, runtime.session_factory)
     assert read_model.as_of_block() is None
     agent = writer.grant("AGENT")
     agent_account = (

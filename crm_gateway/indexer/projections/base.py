@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
-from sqlalchemy import delete
+from sqlalchemy import Executable, Table, delete
 from sqlalchemy.orm import Session
 
 from crm_gateway.indexer.events import EventKey, IndexedEvent
@@ -27,6 +27,19 @@ from crm_gateway.store.models import Base
 Handler = Callable[[Session, IndexedEvent], None]
 _F = TypeVar("_F", bound=Callable[..., Any])
 _HANDLES_ATTRIBUTE = "__projection_handles__"
+
+
+def table(model: type[Base]) -> Table:
+    """The Core table of a model: handlers execute Core statements on it, which costs a tenth
+    of an ORM-enabled statement (an import of 100,000 customers is 100,000 events)."""
+    found = model.__table__
+    assert isinstance(found, Table)
+    return found
+
+
+def execute(session: Session, statement: Executable, params: dict[str, Any] | None = None) -> Any:
+    """Run a Core statement on the session's connection (inside the indexer's transaction)."""
+    return session.connection().execute(statement, params)
 
 
 def handles(contract: str, *events: str) -> Callable[[_F], _F]:

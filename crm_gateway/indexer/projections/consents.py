@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Hashable
 from datetime import UTC, datetime
 
-from sqlalchemy import delete, insert, update
+from sqlalchemy import bindparam, delete, insert, update
 from sqlalchemy.orm import Session
 
 from crm_gateway.indexer.events import IndexedEvent
-from crm_gateway.indexer.projections.base import Projection, handles
+from crm_gateway.indexer.projections.base import Projection, execute, handles, table
 from crm_gateway.store.models import RmConsent, RmConsentChange, RmPurpose
 
 PURPOSE_REGISTRY = "PurposeRegistry"
@@ -18,6 +18,20 @@ CONSENT_LEDGER = "ConsentLedger"
 # `PurposeRegistry.LawfulBasis` and `ConsentLedger.Method`, by ordinal (append-only in the ABI).
 LAWFUL_BASES: tuple[str, ...] = ("consent", "contract", "legal_obligation", "legitimate_interest")
 CONSENT_METHODS: tuple[str, ...] = ("wallet_transaction", "signature")
+
+_purposes = table(RmPurpose)
+_consents = table(RmConsent)
+_changes = table(RmConsentChange)
+
+_INSERT_PURPOSE = insert(_purposes)
+_UPDATE_PURPOSE = update(_purposes).where(_purposes.c.purpose_id == bindparam("purpose"))
+_INSERT_CHANGE = insert(_changes)
+_INSERT_CONSENT = insert(_consents)
+_UPDATE_CONSENT = update(_consents).where(
+    _consents.c.customer_id == bindparam("customer"),
+    _consents.c.purpose_id == bindparam("purpose"),
+    _consents.c.org_id == bindparam("org"),
+)
 
 
 def _name(names: tuple[str, ...], ordinal: int) -> str:
@@ -38,40 +52,46 @@ class PurposesProjection(Projection):
 
     @handles(PURPOSE_REGISTRY, "PurposeDefined")
     def defined(self, session: Session, event: IndexedEvent) -> None:
-        session.execute(
-            insert(RmPurpose).values(
-                purpose_id=event.args["purposeId"],
-                controller_org=int(event.args["controllerOrg"]),
-                version=int(event.args["version"]),
-                notice_hash=event.args["noticeHash"],
-                basis=_name(LAWFUL_BASES, int(event.args["basis"])),
-                active=True,
-                updated_block=event.block_number,
-                updated_at=event.block_timestamp,
-            )
+        execute(
+            session,
+            _INSERT_PURPOSE,
+            {
+                "purpose_id": event.args["purposeId"],
+                "controller_org": int(event.args["controllerOrg"]),
+                "version": int(event.args["version"]),
+                "notice_hash": event.args["noticeHash"],
+                "basis": _name(LAWFUL_BASES, int(event.args["basis"])),
+                "active": True,
+                "updated_block": event.block_number,
+                "updated_at": event.block_timestamp,
+            },
         )
 
     @handles(PURPOSE_REGISTRY, "PurposeNoticeUpdated")
     def notice_updated(self, session: Session, event: IndexedEvent) -> None:
-        session.execute(
-            update(RmPurpose)
-            .where(RmPurpose.purpose_id == event.args["purposeId"])
-            .values(
-                version=int(event.args["version"]),
-                notice_hash=event.args["noticeHash"],
-                updated_block=event.block_number,
-                updated_at=event.block_timestamp,
-            )
+        execute(
+            session,
+            _UPDATE_PURPOSE,
+            {
+                "purpose": event.args["purposeId"],
+                "version": int(event.args["version"]),
+                "notice_hash": event.args["noticeHash"],
+                "updated_block": event.block_number,
+                "updated_at": event.block_timestamp,
+            },
         )
 
     @handles(PURPOSE_REGISTRY, "PurposeRetired")
     def retired(self, session: Session, event: IndexedEvent) -> None:
-        session.execute(
-            update(RmPurpose)
-            .where(RmPurpose.purpose_id == event.args["purposeId"])
-            .values(
-                active=False, updated_block=event.block_number, updated_at=event.block_timestamp
-            )
+        execute(
+            session,
+            _UPDATE_PURPOSE,
+            {
+                "purpose": event.args["purposeId"],
+                "active": False,
+                "updated_block": event.block_number,
+                "updated_at": event.block_timestamp,
+            },
         )
 
 
@@ -92,8 +112,8 @@ class ConsentsProjection(Projection):
         ids = sorted(str(k) for k in keys)
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
-            session.execute(delete(RmConsentChange).where(RmConsentChange.customer_id.in_(chunk)))
-            session.execute(delete(RmConsent).where(RmConsent.customer_id.in_(chunk)))
+            execute(session, delete(_changes).where(_changes.c.customer_id.in_(chunk)))
+            execute(session, delete(_consents).where(_consents.c.customer_id.in_(chunk)))
 
     @handles(CONSENT_LEDGER, "ConsentChanged")
     def changed(self, session: Session, event: IndexedEvent) -> None:
@@ -108,37 +128,27 @@ class ConsentsProjection(Projection):
             "purpose_version": int(args["purposeVersion"]),
             "expires_at": expiry(int(args["expiresAt"])),
             "receipt_hash": args["receiptHash"],
-        }
-        session.execute(
-            insert(RmConsentChange).values(
-                tx_hash=event.tx_hash,
-                log_index=event.log_index,
-                nonce=int(args["nonce"]),
-                method=_name(CONSENT_METHODS, int(args["method"])),
-                submitter=args["submitter"],
-                block_number=event.block_number,
-                changed_at=event.block_timestamp,
-                **key,
-                **state,
-            )
-        )
-        where = {
             "changed_at": event.block_timestamp,
             "block_number": event.block_number,
-            "tx_hash": event.tx_hash,
-            "log_index": event.log_index,
         }
-        updated = session.execute(
-            update(RmConsent)
-            .where(
-                RmConsent.customer_id == key["customer_id"],
-                RmConsent.purpose_id == key["purpose_id"],
-                RmConsent.org_id == key["org_id"],
-            )
-            .values(**state, **where)
+        execute(
+            session,
+            _INSERT_CHANGE,
+            {
+                **key,
+                **state,
+                "tx_hash": event.tx_hash,
+                "log_index": event.log_index,
+                "nonce": int(args["nonce"]),
+                "method": _name(CONSENT_METHODS, int(args["method"])),
+                "submitter": args["submitter"],
+            },
         )
-        if getattr(updated, "rowcount", 0) == 0:
-            session.execute(insert(RmConsent).values(**key, **state, **where))
+        where = {"customer": key["customer_id"], "purpose": key["purpose_id"], "org": key["org_id"]}
+        source = {"tx_hash": event.tx_hash, "log_index": event.log_index}
+        updated = execute(session, _UPDATE_CONSENT, {**where, **state, **source})
+        if updated.rowcount == 0:
+            execute(session, _INSERT_CONSENT, {**key, **state, **source})
 
 
 __all__ = [

@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import Hashable
+from typing import Any
 
-from sqlalchemy import delete, insert, update
+from sqlalchemy import bindparam, delete, insert, update
 from sqlalchemy.orm import Session
 
 from crm_gateway.indexer.events import IndexedEvent
-from crm_gateway.indexer.projections.base import Projection, handles
+from crm_gateway.indexer.projections.base import Projection, execute, handles, table
 from crm_gateway.store.models import CustomerStatus, RmCustomer, RmCustomerHolder
 
 CUSTOMER_REGISTRY = "CustomerRegistry"
+
+_customers = table(RmCustomer)
+_holders = table(RmCustomerHolder)
+
+_INSERT_CUSTOMER = insert(_customers)
+_INSERT_HOLDER = insert(_holders)
+_UPDATE_CUSTOMER = update(_customers).where(_customers.c.customer_id == bindparam("customer"))
+_UPDATE_HOLDER = update(_holders).where(
+    _holders.c.customer_id == bindparam("customer"), _holders.c.org_id == bindparam("org")
+)
+_DELETE_HOLDER = delete(_holders).where(
+    _holders.c.customer_id == bindparam("customer"), _holders.c.org_id == bindparam("org")
+)
 
 
 class CustomersProjection(Projection):
@@ -33,56 +47,59 @@ class CustomersProjection(Projection):
         ids = sorted(str(k) for k in keys)
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
-            session.execute(delete(RmCustomerHolder).where(RmCustomerHolder.customer_id.in_(chunk)))
-            session.execute(delete(RmCustomer).where(RmCustomer.customer_id.in_(chunk)))
+            execute(session, delete(_holders).where(_holders.c.customer_id.in_(chunk)))
+            execute(session, delete(_customers).where(_customers.c.customer_id.in_(chunk)))
 
     @staticmethod
-    def _touch(session: Session, event: IndexedEvent, **values: object) -> None:
-        session.execute(
-            update(RmCustomer)
-            .where(RmCustomer.customer_id == event.args["customerId"])
-            .values(updated_block=event.block_number, **values)
+    def _touch(session: Session, event: IndexedEvent, **values: Any) -> None:
+        execute(
+            session,
+            _UPDATE_CUSTOMER,
+            {"customer": event.args["customerId"], "updated_block": event.block_number, **values},
         )
 
     @handles(CUSTOMER_REGISTRY, "CustomerRegistered", "HolderJoined")
     def holder_added(self, session: Session, event: IndexedEvent) -> None:
         customer_id = event.args["customerId"]
         if event.event == "CustomerRegistered":
-            session.execute(
-                insert(RmCustomer).values(
-                    customer_id=customer_id,
-                    status=CustomerStatus.ACTIVE,
-                    wallet=None,
-                    wallet_nonce=0,
-                    registered_block=event.block_number,
-                    updated_block=event.block_number,
-                )
+            execute(
+                session,
+                _INSERT_CUSTOMER,
+                {
+                    "customer_id": customer_id,
+                    "status": CustomerStatus.ACTIVE.value,
+                    "wallet": None,
+                    "wallet_nonce": 0,
+                    "registered_block": event.block_number,
+                    "updated_block": event.block_number,
+                },
             )
         else:
             self._touch(session, event)
-        session.execute(
-            insert(RmCustomerHolder).values(
-                customer_id=customer_id,
-                org_id=int(event.args["orgId"]),
-                version=1,
-                commitment=event.args["commitment"],
-                updated_block=event.block_number,
-            )
+        execute(
+            session,
+            _INSERT_HOLDER,
+            {
+                "customer_id": customer_id,
+                "org_id": int(event.args["orgId"]),
+                "version": 1,
+                "commitment": event.args["commitment"],
+                "updated_block": event.block_number,
+            },
         )
 
     @handles(CUSTOMER_REGISTRY, "CommitmentUpdated")
     def commitment_updated(self, session: Session, event: IndexedEvent) -> None:
-        session.execute(
-            update(RmCustomerHolder)
-            .where(
-                RmCustomerHolder.customer_id == event.args["customerId"],
-                RmCustomerHolder.org_id == int(event.args["orgId"]),
-            )
-            .values(
-                version=int(event.args["version"]),
-                commitment=event.args["commitment"],
-                updated_block=event.block_number,
-            )
+        execute(
+            session,
+            _UPDATE_HOLDER,
+            {
+                "customer": event.args["customerId"],
+                "org": int(event.args["orgId"]),
+                "version": int(event.args["version"]),
+                "commitment": event.args["commitment"],
+                "updated_block": event.block_number,
+            },
         )
         self._touch(session, event)
 
@@ -101,17 +118,16 @@ class CustomersProjection(Projection):
 
     @handles(CUSTOMER_REGISTRY, "HoldingErased")
     def holding_erased(self, session: Session, event: IndexedEvent) -> None:
-        session.execute(
-            delete(RmCustomerHolder).where(
-                RmCustomerHolder.customer_id == event.args["customerId"],
-                RmCustomerHolder.org_id == int(event.args["orgId"]),
-            )
+        execute(
+            session,
+            _DELETE_HOLDER,
+            {"customer": event.args["customerId"], "org": int(event.args["orgId"])},
         )
         self._touch(session, event)
 
     @handles(CUSTOMER_REGISTRY, "CustomerErased")
     def customer_erased(self, session: Session, event: IndexedEvent) -> None:
-        self._touch(session, event, status=CustomerStatus.ERASED)
+        self._touch(session, event, status=CustomerStatus.ERASED.value)
 
 
 __all__ = ["CUSTOMER_REGISTRY", "CustomersProjection"]
