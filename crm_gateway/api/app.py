@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request
 from requests.exceptions import ConnectionError as RequestsConnectionError
 
 from crm_gateway.api.errors import ProblemResponse, install_problem_handlers, problem_response
-from crm_gateway.api.routers import customers, health, operations, orgs, roles
+from crm_gateway.api.routers import consents, customers, health, operations, orgs, roles
 from crm_gateway.chain.connection import ChainUnavailable
 from crm_gateway.config import Settings, get_settings
 from crm_gateway.runtime import Runtime, build_runtime
@@ -47,7 +47,14 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.add_exception_handler(DomainError, _domain_problem)
     app.add_exception_handler(ChainUnavailable, _chain_unreachable)
     app.add_exception_handler(RequestsConnectionError, _chain_unreachable)
-    for router in (health.router, orgs.router, roles.router, customers.router, operations.router):
+    for router in (
+        health.router,
+        orgs.router,
+        roles.router,
+        customers.router,
+        consents.router,
+        operations.router,
+    ):
         app.include_router(router)
     return app
 

@@ -8,6 +8,7 @@ from fastapi import Depends, Request
 
 from crm_gateway.runtime import Runtime
 from crm_gateway.services.access import AccessService
+from crm_gateway.services.consent import ConsentService
 from crm_gateway.services.customers import CustomerService
 from crm_gateway.services.operations import OperationService
 
@@ -32,6 +33,17 @@ AccessDep = Annotated[AccessService, Depends(get_access_service)]
 OperationsDep = Annotated[OperationService, Depends(get_operation_service)]
 
 
+def get_consent_service(runtime: RuntimeDep) -> ConsentService:
+    return ConsentService(
+        contracts=runtime.contracts,
+        read_model=runtime.read_model,
+        signature_ttl_seconds=runtime.settings.signature_ttl_seconds,
+    )
+
+
+ConsentDep = Annotated[ConsentService, Depends(get_consent_service)]
+
+
 def get_customer_service(runtime: RuntimeDep) -> CustomerService:
     settings = runtime.settings
     return CustomerService(
@@ -43,6 +55,7 @@ def get_customer_service(runtime: RuntimeDep) -> CustomerService:
         gateway_org_id=settings.gateway_org_id,
         phone_region=settings.default_phone_region,
         signature_ttl_seconds=settings.signature_ttl_seconds,
+        consent=get_consent_service(runtime),
     )
 
 

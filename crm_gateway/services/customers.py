@@ -25,6 +25,7 @@ from crm_gateway.chain.contracts import Contracts
 from crm_gateway.customers.profile import CustomerProfile, ProfilePatch
 from crm_gateway.pipeline.outbox import ChainWrite
 from crm_gateway.services.access import AccessService, Role
+from crm_gateway.services.consent import ConsentService
 from crm_gateway.services.errors import (
     ChainRefusedError,
     ConflictError,
@@ -109,7 +110,10 @@ class CustomerService:
         gateway_org_id: int,
         phone_region: str,
         signature_ttl_seconds: int,
+        consent: ConsentService | None = None,
     ) -> None:
+        # Without a consent service (admin tools), reads are not gated by purpose.
+        self._consent = consent
         self._sessions = sessions
         self._contracts = contracts
         self._operations = operations
@@ -181,9 +185,9 @@ class CustomerService:
 
     def create(self, actor: Actor, data: Any, *, idempotency_key: str | None) -> CustomerWrite:
         """Seal a new customer's profile and register (or join) its on-chain identity."""
-        self._authorise(actor, AccessAction.CREATE, (Role.DATA_STEWARD,), None)
+        self.authorise_create(actor)
         profile: CustomerProfile = self._parse(CustomerProfile.parse, data)
-        indexes = self._indexes(profile)
+        indexes = self.blind_indexes(profile)
         with self._sessions() as session:
             conflicts = store.find_conflicts(session, indexes)
             if conflicts and idempotency_key is None:
@@ -192,36 +196,19 @@ class CustomerService:
                     f"a customer with this {kind.value} already exists",
                     customer_id=existing,
                 )
-        customer_id = self._free_customer_id(profile.email_index)
-        protected = protect(
-            profile.canonical_json(),
-            customer_id=customer_id,
-            version=1,
-            org_id=self._org_id,
-            provider=self._vault,
-        )
-        hex_id = to_hex32(customer_id)
+        registration = self.prepare_registration(profile, indexes=indexes)
+        hex_id = registration.customer_id
 
         def off_chain(session: Session) -> None:
             _refuse_conflicts(session, indexes, "a customer with this {} already exists")
             with _unique_or_conflict(session, indexes, "a customer with this {} already exists"):
-                store.insert_record(
-                    session,
-                    customer_id=hex_id,
-                    org_id=self._org_id,
-                    sealed=protected.sealed,
-                    commitment=to_hex32(protected.commitment),
-                )
-                store.set_blind_indexes(session, hex_id, indexes)
-            self._log(
-                actor, AccessAction.CREATE, AccessDecision.ALLOWED, hex_id, None, session=session
-            )
+                self.write_registrations(session, actor, [registration])
 
         write = ChainWrite(
             "customers.register",
             REGISTRY,
             "register",
-            [hex_id, to_hex32(protected.commitment)],
+            [hex_id, registration.commitment],
             actor.account,
         )
         operation, created = self._operations.submit(
@@ -301,15 +288,16 @@ class CustomerService:
             ],
             org_id=self._org_id,
         )
-        for registration in registrations:
-            self._log(
-                actor,
-                AccessAction.CREATE,
-                AccessDecision.ALLOWED,
-                registration.customer_id,
-                purpose,
-                session=session,
-            )
+        store.log_accesses(
+            session,
+            [registration.customer_id for registration in registrations],
+            action=AccessAction.CREATE,
+            decision=AccessDecision.ALLOWED,
+            purpose=purpose,
+            api_key_id=actor.api_key_id,
+            org_id=actor.org_id,
+            account=actor.account,
+        )
 
     def free_customer_ids(self, email_indexes: Sequence[str]) -> list[bytes]:
         """For each e-mail (index form), the first id of that person neither erased on-chain
@@ -351,7 +339,7 @@ class CustomerService:
             current = self._open(record)
             version = record.version
         updated = patch.apply_to(current)
-        indexes = self._indexes(updated)
+        indexes = self.blind_indexes(updated)
         raw_id = from_hex32(customer_id)
         protected = protect(
             updated.canonical_json(),
@@ -445,6 +433,19 @@ class CustomerService:
         self._authorise(
             actor, AccessAction.READ, (Role.DATA_STEWARD, Role.AGENT), customer_id, purpose
         )
+        if self._consent is not None:
+            try:
+                self._consent.require_consent(customer_id, purpose, self._org_id)
+            except DomainError as refusal:
+                self._log(
+                    actor,
+                    AccessAction.READ,
+                    AccessDecision.REFUSED,
+                    customer_id,
+                    purpose,
+                    refusal.detail,
+                )
+                raise
         with self._sessions() as session:
             record = self._active(session, customer_id, actor=actor, purpose=purpose)
             profile = self._open(record)
@@ -677,12 +678,6 @@ class CustomerService:
         }
 
     # --- helpers --------------------------------------------------------------------------
-
-    def _indexes(self, profile: CustomerProfile) -> dict[BlindIndexKind, str | None]:
-        return self.blind_indexes(profile)
-
-    def _free_customer_id(self, email_index: str) -> bytes:
-        return self.free_customer_ids([email_index])[0]
 
     def _active(
         self,

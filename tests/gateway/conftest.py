@@ -15,6 +15,7 @@ from crm_gateway.api.app import create_app
 from crm_gateway.runtime import Runtime, build_runtime
 from crm_gateway.security.apikeys import create_api_key
 from crm_gateway.services.access import AccessService, Role
+from crm_gateway.services.consent import purpose_id
 from tests.conftest import make_settings
 
 
@@ -131,3 +132,36 @@ def role_key(
         return {"X-API-Key": issue_key(1, account, role)}
 
     return make
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.02)
+
+
+def define_purpose(
+    client: TestClient, headers: dict[str, str], runtime: Runtime, slug: str, basis: str
+) -> str:
+    """Register a purpose on-chain and wait until the read model (which gates reads) has it."""
+    response = client.post(
+        "/v1/purposes?wait=true",
+        json={
+            "purpose": slug,
+            "lawful_basis": basis,
+            "notice_text": f"How we use data for {slug}.",
+        },
+        headers=headers,
+    )
+    assert response.status_code == 200, response.text
+    pid = purpose_id(slug)
+    wait_until(lambda: runtime.read_model.purpose(pid) is not None)
+    return pid
+
+
+@pytest.fixture
+def support_purpose(client: TestClient, admin_headers: dict[str, str], runtime: Runtime) -> str:
+    """`support`, processed under a contract with the customer: reads need no consent."""
+    return define_purpose(client, admin_headers, runtime, "support", "contract")

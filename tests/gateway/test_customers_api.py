@@ -31,7 +31,7 @@ def gateway_database(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def steward(role_key: Callable[[str], dict[str, str]]) -> dict[str, str]:
+def steward(role_key: Callable[[str], dict[str, str]], support_purpose: str) -> dict[str, str]:
     return role_key("DATA_STEWARD")
 
 

@@ -129,7 +129,12 @@ def test_readyz_names_chain_contracts_and_database(client: TestClient) -> None:
     assert body["chain"]["kind"] == "embedded"
     assert body["chain"]["latest_block"] >= 1
     assert body["checks"] == {"chain": "ok", "contracts": "ok", "database": "ok"}
-    assert set(body["contracts"]) == {"Consortium", "CustomerRegistry"}
+    assert set(body["contracts"]) == {
+        "Consortium",
+        "CustomerRegistry",
+        "PurposeRegistry",
+        "ConsentLedger",
+    }
     assert client.get("/healthz").json() == {"status": "ok"}
 
 

@@ -1,0 +1,197 @@
+"""Consent: purposes, signed changes relayed to the chain, checks, history, receipts, audiences."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from eth_utils.crypto import keccak
+from fastapi import APIRouter, Path, Query
+from pydantic import BaseModel, Field
+
+from crm_gateway.api.deps import CallerDep
+from crm_gateway.api.routers.operations import OperationOut, WriteDep
+from crm_gateway.api.schemas import Bytes32Hex, StrictModel
+from crm_gateway.api.services import ConsentDep
+from crm_gateway.services.consent import LawfulBasis, SignedChange
+from crm_gateway.services.errors import DomainError
+
+router = APIRouter(tags=["consent"])
+
+Purpose = Annotated[
+    str,
+    Query(
+        min_length=1,
+        max_length=66,
+        description="A purpose slug like `marketing.email`, or its 32-byte id",
+    ),
+]
+OrgId = Annotated[int, Query(ge=1, le=2**64 - 1, description="The processor organisation")]
+Uint64 = Annotated[int, Field(ge=0, le=2**64 - 1)]
+Uint256 = Annotated[int, Field(ge=0, le=2**256 - 1)]
+Signature = Annotated[
+    str, Field(pattern=r"^0x[0-9a-fA-F]{130}$", description="65-byte signature, hex")
+]
+
+
+class PurposeIn(StrictModel):
+    purpose: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.:-]*$")
+    lawful_basis: LawfulBasis
+    notice_hash: Bytes32Hex | None = Field(
+        default=None, description="keccak256 of the notice text (or give `notice_text`)"
+    )
+    notice_text: str | None = Field(default=None, min_length=1, max_length=100_000)
+
+    def hash(self) -> str:
+        if (self.notice_hash is None) == (self.notice_text is None):
+            raise DomainError("give exactly one of notice_hash or notice_text", field="notice_hash")
+        return self.notice_hash or "0x" + keccak(text=self.notice_text or "").hex()
+
+
+class NoticeIn(StrictModel):
+    notice_hash: Bytes32Hex | None = None
+    notice_text: str | None = Field(default=None, min_length=1, max_length=100_000)
+
+
+class SignedChangeIn(StrictModel):
+    customer_id: Bytes32Hex
+    purpose_id: Bytes32Hex
+    org_id: Uint64
+    granted: bool
+    expires_at: Uint64 = 0
+    nonce: Uint256
+    deadline: Uint256
+    signature: Signature
+
+    def change(self) -> SignedChange:
+        return SignedChange(
+            self.customer_id,
+            self.purpose_id.lower(),
+            self.org_id,
+            self.granted,
+            self.expires_at,
+            self.nonce,
+            self.deadline,
+            self.signature,
+        )
+
+
+class SignedChangesIn(StrictModel):
+    changes: list[SignedChangeIn] = Field(min_length=1, max_length=500)
+
+
+class RawTransactionIn(StrictModel):
+    raw: str = Field(pattern=r"^0x([0-9a-fA-F]{2})+$", max_length=262_144)
+
+
+class RawTransactionOut(BaseModel):
+    tx_hash: str
+
+
+class ConsentCheckOut(BaseModel):
+    granted: bool
+    expires_at: str | None
+    as_of_block: int | None
+    reason: str | None = None
+    consistency: str
+
+
+@router.get("/v1/purposes", tags=["consent"])
+def list_purposes(_caller: CallerDep, consent: ConsentDep) -> list[dict[str, Any]]:
+    """Registered processing purposes with their lawful basis and notice version."""
+    return consent.purposes()
+
+
+@router.post("/v1/purposes", response_model=OperationOut, status_code=202)
+def define_purpose(body: PurposeIn, request: WriteDep, consent: ConsentDep) -> OperationOut:
+    """Register a purpose; your organisation becomes its controller (ORG_ADMIN)."""
+    write = consent.define_purpose(
+        request.caller.account, body.purpose, body.hash(), body.lawful_basis
+    )
+    return request.answer(write, body.model_dump(mode="json"))
+
+
+@router.post("/v1/purposes/{purpose}/notice", response_model=OperationOut, status_code=202)
+def update_notice(
+    purpose: Annotated[str, Path(max_length=66)],
+    body: NoticeIn,
+    request: WriteDep,
+    consent: ConsentDep,
+) -> OperationOut:
+    """A new notice version: consent given to earlier versions stops counting."""
+    holder = PurposeIn(purpose="x", lawful_basis=LawfulBasis.CONSENT, **body.model_dump())
+    write = consent.update_notice(request.caller.account, purpose, holder.hash())
+    return request.answer(write, {"purpose": purpose, **body.model_dump(mode="json")})
+
+
+@router.get("/v1/consents/typed-data")
+def consent_typed_data(
+    _caller: CallerDep,
+    consent: ConsentDep,
+    customer: Annotated[Bytes32Hex, Query()],
+    purpose: Purpose,
+    org: OrgId,
+    granted: Annotated[bool, Query()],
+    expiry: Annotated[int, Query(ge=0, le=2**64 - 1, description="Unix time; 0 = none")] = 0,
+) -> dict[str, Any]:
+    """The EIP-712 typed data (eth_signTypedData_v4) a wallet signs, with nonce and deadline."""
+    return consent.typed_data(customer, purpose, org, granted, expiry)
+
+
+@router.post("/v1/consents", response_model=OperationOut, status_code=202)
+def relay_consents(
+    body: SignedChangeIn | SignedChangesIn, request: WriteDep, consent: ConsentDep
+) -> OperationOut:
+    """Relay one signed change, or `{"changes": [...]}`, to the chain (RELAYER key)."""
+    items = body.changes if isinstance(body, SignedChangesIn) else [body]
+    write = consent.relay(request.caller.account, [item.change() for item in items])
+    return request.answer(write, body.model_dump(mode="json"))
+
+
+@router.post("/v1/transactions/raw", response_model=RawTransactionOut, status_code=202)
+def broadcast_raw(
+    body: RawTransactionIn, _caller: CallerDep, consent: ConsentDep
+) -> RawTransactionOut:
+    """Broadcast a customer's own signed `setConsent` transaction from their registered wallet."""
+    return RawTransactionOut(tx_hash=consent.broadcast_raw(bytes.fromhex(body.raw[2:])))
+
+
+@router.get("/v1/consents/check", response_model=ConsentCheckOut)
+def check_consent(
+    _caller: CallerDep,
+    consent: ConsentDep,
+    customer: Annotated[Bytes32Hex, Query()],
+    purpose: Purpose,
+    org: OrgId,
+    consistency: Annotated[Literal["read_model", "chain"], Query()] = "read_model",
+) -> ConsentCheckOut:
+    """Whether the customer consents now (read model, or the contract with consistency=chain)."""
+    return ConsentCheckOut.model_validate(
+        consent.check(customer, purpose, org, consistency=consistency)
+    )
+
+
+@router.get("/v1/consents/{customer}")
+def consent_history(
+    customer: Annotated[Bytes32Hex, Path()], _caller: CallerDep, consent: ConsentDep
+) -> dict[str, Any]:
+    """Current consents and the full history (block, tx hash, time, how expressed)."""
+    return consent.history(customer)
+
+
+@router.get("/v1/consents/{customer}/receipts/{receipt_id}")
+def consent_receipt(
+    customer: Annotated[Bytes32Hex, Path()],
+    receipt_id: Annotated[Bytes32Hex, Path()],
+    _caller: CallerDep,
+    consent: ConsentDep,
+) -> dict[str, Any]:
+    """A consent receipt with the fields of ISO/IEC TS 27560 and the on-chain event proving it."""
+    return consent.receipt(customer, receipt_id)
+
+
+@router.get("/v1/marketing/audience")
+def marketing_audience(
+    _caller: CallerDep, consent: ConsentDep, purpose: Purpose, org: OrgId
+) -> dict[str, Any]:
+    """The customer ids that may be contacted for this purpose by this organisation now."""
+    return consent.audience(purpose, org)

@@ -1,0 +1,524 @@
+"""Consent: purposes, customers' signed consent changes, checks, history and receipts.
+
+A customer decides with their own key: either their wallet sends a transaction to the
+ConsentLedger, or it signs EIP-712 typed data that a RELAYER key submits. The gateway checks every
+signed change before anything is queued (signer, nonce, deadline, purpose, customer), so a change
+the contract would refuse is refused here with the same custom error name and nothing is sent.
+Hot questions (may this customer's data be used for this purpose?) are answered from the read
+model the indexer keeps; `consistency="chain"` asks the contract instead.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from eth_account import Account
+from eth_account.messages import encode_typed_data
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
+from web3.contract import Contract
+
+from crm_gateway.chain.contracts import Contracts
+from crm_gateway.chain.rawtx import MalformedTransactionError, decode_raw_transaction
+from crm_gateway.indexer.read_model import ConsentChangeView, ReadModel
+from crm_gateway.pipeline.outbox import ChainWrite
+from crm_gateway.services.access import AccessService, Role
+from crm_gateway.services.errors import (
+    ChainRefusedError,
+    DomainError,
+    NotFoundError,
+    PermissionDeniedError,
+)
+
+LEDGER = "ConsentLedger"
+PURPOSES = "PurposeRegistry"
+REGISTRY = "CustomerRegistry"
+_ZERO_ADDRESS = "0x" + "0" * 40
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,63}$")
+_HEX32 = re.compile(r"^0x[0-9a-fA-F]{64}$")
+_CUSTOMER_ACTIVE, _CUSTOMER_ERASED = 1, 2
+RECEIPT_SCHEMA_VERSION = "crm-chaincode/consent-receipt/1"
+
+
+class LawfulBasis(StrEnum):
+    """GDPR Art. 6 bases, in the order of the contract's enum."""
+
+    CONSENT = "consent"
+    CONTRACT = "contract"
+    LEGAL_OBLIGATION = "legal_obligation"
+    LEGITIMATE_INTEREST = "legitimate_interest"
+
+    @property
+    def ordinal(self) -> int:
+        return list(LawfulBasis).index(self)
+
+
+class ConsentRequiredError(DomainError):
+    """The purpose needs the customer's consent, and there is no live one."""
+
+    status, slug, title = 403, "consent-required", "Consent required"
+
+
+def purpose_id(purpose: str) -> str:
+    """The on-chain id of a purpose: a `0x` id as given, or keccak256 of its slug."""
+    if _HEX32.fullmatch(purpose):
+        return purpose.lower()
+    if not _SLUG.fullmatch(purpose):
+        raise DomainError(
+            f"purpose {purpose!r} is neither a 32-byte hex id nor a slug like marketing.email",
+            field="purpose",
+        )
+    return "0x" + keccak(text=purpose).hex()
+
+
+def _refused(name: str, detail: str, **args: Any) -> ChainRefusedError:
+    return ChainRefusedError(detail, error={"name": name, "args": args})
+
+
+@dataclass(frozen=True)
+class SignedChange:
+    """One consent change as the customer's wallet signed it."""
+
+    customer_id: str
+    purpose_id: str
+    org_id: int
+    granted: bool
+    expires_at: int
+    nonce: int
+    deadline: int
+    signature: str
+
+    def as_tuple(self) -> list[Any]:
+        return [
+            self.customer_id,
+            self.purpose_id,
+            self.org_id,
+            self.granted,
+            self.expires_at,
+            self.nonce,
+            self.deadline,
+        ]
+
+
+class ConsentService:
+    def __init__(
+        self,
+        *,
+        contracts: Contracts,
+        read_model: ReadModel,
+        signature_ttl_seconds: int,
+    ) -> None:
+        self._contracts = contracts
+        self._read_model = read_model
+        self._access = AccessService(contracts)
+        self._signature_ttl = signature_ttl_seconds
+
+    @property
+    def _ledger(self) -> Contract:
+        return self._contracts[LEDGER]
+
+    @property
+    def _purposes(self) -> Contract:
+        return self._contracts[PURPOSES]
+
+    # --- purposes -------------------------------------------------------------------------
+
+    def define_purpose(
+        self, actor: str, purpose: str, notice_hash: str, basis: LawfulBasis
+    ) -> ChainWrite:
+        """Register a purpose; the actor's organisation becomes its controller (ORG_ADMIN)."""
+        self._access.require_org_admin(actor)
+        pid = purpose_id(purpose)
+        if bool(self._purposes.functions.exists(pid).call()):
+            raise _refused(
+                "PurposeAlreadyDefined", f"purpose {purpose} is already defined", purposeId=pid
+            )
+        return ChainWrite(
+            "purposes.define", PURPOSES, "definePurpose", [pid, notice_hash, basis.ordinal], actor
+        )
+
+    def update_notice(self, actor: str, purpose: str, notice_hash: str) -> ChainWrite:
+        """Publish a new notice version; consent given to the old version stops counting."""
+        self._access.require_org_admin(actor)
+        pid = self._known_purpose(purpose)
+        return ChainWrite(
+            "purposes.update_notice", PURPOSES, "updateNotice", [pid, notice_hash], actor
+        )
+
+    def purposes(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "purpose_id": p.purpose_id,
+                "controller_org": p.controller_org,
+                "version": p.version,
+                "notice_hash": p.notice_hash,
+                "lawful_basis": p.basis,
+                "active": p.active,
+            }
+            for p in self._read_model.purposes()
+        ]
+
+    def _known_purpose(self, purpose: str) -> str:
+        pid = purpose_id(purpose)
+        if not bool(self._purposes.functions.exists(pid).call()):
+            raise _refused("UnknownPurpose", f"purpose {purpose} is not registered", purposeId=pid)
+        return pid
+
+    # --- signed changes -------------------------------------------------------------------
+
+    def typed_data(
+        self, customer_id: str, purpose: str, org_id: int, granted: bool, expires_at: int
+    ) -> dict[str, Any]:
+        """The exact EIP-712 typed data (eth_signTypedData_v4) the customer's wallet signs."""
+        pid = self._known_purpose(purpose)
+        self._wallet_of(customer_id)
+        nonce = int(self._ledger.functions.nonces(customer_id).call())
+        deadline = int(time.time()) + self._signature_ttl
+        change = SignedChange(customer_id, pid, org_id, granted, expires_at, nonce, deadline, "")
+        return self._typed(change)
+
+    def relay(self, actor: str, changes: Sequence[SignedChange]) -> ChainWrite:
+        """Check every signed change as the contract would, then queue them in one transaction."""
+        if not self._access.has_role(Role.RELAYER, actor):
+            raise PermissionDeniedError(
+                f"account {actor} is not a RELAYER of an active organisation",
+                required_role=Role.RELAYER.value,
+            )
+        if not changes:
+            raise DomainError("give at least one signed change")
+        next_nonce: dict[str, int] = {}
+        for change in changes:
+            expected = next_nonce.get(change.customer_id)
+            if expected is None:
+                expected = int(self._ledger.functions.nonces(change.customer_id).call())
+            self._check(change, expected)
+            next_nonce[change.customer_id] = expected + 1
+        if len(changes) == 1:
+            change = changes[0]
+            return ChainWrite(
+                "consents.relay",
+                LEDGER,
+                "setConsentBySig",
+                [change.as_tuple(), change.signature],
+                actor,
+            )
+        return ChainWrite(
+            "consents.relay_batch",
+            LEDGER,
+            "setConsentsBySig",
+            [[c.as_tuple() for c in changes], [c.signature for c in changes]],
+            actor,
+        )
+
+    def _check(self, change: SignedChange, expected_nonce: int) -> None:
+        now = int(time.time())
+        if change.deadline < now:
+            raise _refused(
+                "DeadlineExpired", "the signature's deadline has passed", deadline=change.deadline
+            )
+        purpose = (
+            self._purposes.functions.purposeStatus(change.purpose_id).call()
+            if bool(self._purposes.functions.exists(change.purpose_id).call())
+            else None
+        )
+        if purpose is None:
+            raise _refused(
+                "UnknownPurpose", "the purpose is not registered", purposeId=change.purpose_id
+            )
+        if not purpose[1]:
+            raise _refused(
+                "PurposeIsRetired", "the purpose is retired", purposeId=change.purpose_id
+            )
+        if not change.granted and change.expires_at != 0:
+            raise _refused(
+                "ExpiryOnRevocation", "a revocation has no expiry", expiresAt=change.expires_at
+            )
+        if change.granted and change.expires_at != 0 and change.expires_at <= now:
+            raise _refused("ExpiryInPast", "the expiry is in the past", expiresAt=change.expires_at)
+        wallet = self._wallet_of(change.customer_id)
+        if change.nonce != expected_nonce:
+            raise _refused(
+                "InvalidNonce",
+                f"the change uses nonce {change.nonce}, the customer's next is {expected_nonce}",
+                customerId=change.customer_id,
+                expected=expected_nonce,
+                given=change.nonce,
+            )
+        try:
+            signer = Account.recover_message(
+                encode_typed_data(full_message=self._typed(change)), signature=change.signature
+            )
+        except Exception as exc:  # malformed signatures surface as several error types
+            raise _refused(
+                "InvalidConsentSignature",
+                "the signature is malformed",
+                customerId=change.customer_id,
+                wallet=wallet,
+            ) from exc
+        if signer != wallet:
+            raise _refused(
+                "InvalidConsentSignature",
+                "the change was not signed by the customer's registered wallet",
+                customerId=change.customer_id,
+                wallet=wallet,
+            )
+
+    def _wallet_of(self, customer_id: str) -> str:
+        status, _at, wallet, _holders = (
+            self._contracts[REGISTRY].functions.customer(customer_id).call()
+        )
+        if int(status) == _CUSTOMER_ERASED:
+            raise _refused("CustomerIsErased", "the customer was erased", customerId=customer_id)
+        if int(status) != _CUSTOMER_ACTIVE:
+            raise _refused("UnknownCustomer", "no such customer on-chain", customerId=customer_id)
+        if wallet == _ZERO_ADDRESS:
+            raise _refused(
+                "CustomerWithoutWallet",
+                "the customer has no registered wallet to sign with",
+                customerId=customer_id,
+            )
+        return to_checksum_address(wallet)
+
+    def _typed(self, change: SignedChange) -> dict[str, Any]:
+        return {
+            "types": {
+                "EIP712Domain": [
+                    {"name": "name", "type": "string"},
+                    {"name": "version", "type": "string"},
+                    {"name": "chainId", "type": "uint256"},
+                    {"name": "verifyingContract", "type": "address"},
+                ],
+                "ConsentChange": [
+                    {"name": "customerId", "type": "bytes32"},
+                    {"name": "purposeId", "type": "bytes32"},
+                    {"name": "orgId", "type": "uint64"},
+                    {"name": "granted", "type": "bool"},
+                    {"name": "expiresAt", "type": "uint64"},
+                    {"name": "nonce", "type": "uint256"},
+                    {"name": "deadline", "type": "uint256"},
+                ],
+            },
+            "primaryType": "ConsentChange",
+            "domain": {
+                "name": "ConsentLedger",
+                "version": "1",
+                "chainId": self._contracts.chain.chain_id,
+                "verifyingContract": self._ledger.address,
+            },
+            "message": {
+                "customerId": change.customer_id,
+                "purposeId": change.purpose_id,
+                "orgId": change.org_id,
+                "granted": change.granted,
+                "expiresAt": change.expires_at,
+                "nonce": change.nonce,
+                "deadline": change.deadline,
+            },
+        }
+
+    # --- the customer's own transaction ---------------------------------------------------
+
+    def broadcast_raw(self, raw: bytes) -> str:
+        """Broadcast a customer's own signed transaction to the ConsentLedger; return its hash.
+
+        It is not ours to sign or to nonce, so it does not go through the outbox: it is checked
+        (target, registered wallet, chain id) and passed to the node as it is.
+        """
+        try:
+            tx = decode_raw_transaction(raw)
+        except MalformedTransactionError as exc:
+            raise DomainError(str(exc), field="raw") from exc
+        chain_id = self._contracts.chain.chain_id
+        if tx.chain_id is not None and tx.chain_id != chain_id:
+            raise DomainError(f"the transaction is for chain {tx.chain_id}, this is {chain_id}")
+        if tx.to is None or tx.to != self._ledger.address:
+            raise DomainError(
+                "the transaction must call the ConsentLedger", ledger=self._ledger.address
+            )
+        customer = self._contracts[REGISTRY].functions.customerOfWallet(tx.sender).call()
+        if bytes(customer) == b"\0" * 32:
+            raise PermissionDeniedError(f"{tx.sender} is not a registered customer wallet")
+        try:
+            function, _args = self._ledger.decode_function_input(tx.data)
+        except ValueError as exc:
+            raise DomainError("the transaction does not call a ConsentLedger function") from exc
+        if function.fn_name != "setConsent":
+            raise DomainError("a customer's own transaction may only call setConsent")
+        self._contracts.chain.w3.eth.send_raw_transaction(raw)
+        return tx.tx_hash
+
+    # --- reads ----------------------------------------------------------------------------
+
+    def check(
+        self, customer_id: str, purpose: str, org_id: int, *, consistency: str = "read_model"
+    ) -> dict[str, Any]:
+        """Whether the customer consents now; from the read model, or the contract if asked."""
+        pid = purpose_id(purpose)
+        if consistency == "chain":
+            block = int(self._contracts.chain.w3.eth.block_number)
+            granted = bool(
+                self._ledger.functions.hasConsent(customer_id, pid, org_id).call(
+                    block_identifier=block
+                )
+            )
+            stored = self._ledger.functions.consent(customer_id, pid, org_id).call(
+                block_identifier=block
+            )
+            expires = int(stored[3]) if len(stored) > 3 else 0
+            return {
+                "granted": granted,
+                "expires_at": _iso(expires) if expires else None,
+                "as_of_block": block,
+                "consistency": "chain",
+            }
+        decision = self._read_model.consent(customer_id, pid, org_id)
+        return {
+            "granted": decision.granted,
+            "expires_at": decision.expires_at.isoformat() if decision.expires_at else None,
+            "as_of_block": decision.as_of_block,
+            "reason": decision.reason,
+            "consistency": "read_model",
+        }
+
+    def require_consent(self, customer_id: str, purpose: str, org_id: int) -> None:
+        """Refuse a use of personal data the purpose's lawful basis does not cover."""
+        pid = purpose_id(purpose)
+        registered = self._read_model.purpose(pid)
+        if registered is None:
+            raise ConsentRequiredError(
+                f"purpose {purpose} is not registered", reason="unknown_purpose"
+            )
+        if registered.basis != LawfulBasis.CONSENT.value:
+            return
+        decision = self._read_model.consent(customer_id, pid, org_id)
+        if decision.granted:
+            return
+        reasons = {
+            "no_consent": "the customer has not consented to this purpose",
+            "revoked": f"the customer revoked consent at block {decision.block_number}",
+            "expired": f"the consent expired at {decision.expires_at}",
+            "notice_changed": (
+                f"consent was given to notice version {decision.purpose_version}; "
+                f"the purpose is at version {decision.current_purpose_version}"
+            ),
+            "purpose_retired": "the purpose is retired",
+            "unknown_purpose": f"purpose {purpose} is not registered",
+        }
+        raise ConsentRequiredError(
+            reasons.get(decision.reason or "", "no live consent"),
+            reason=decision.reason,
+            as_of_block=decision.as_of_block,
+        )
+
+    def history(self, customer_id: str) -> dict[str, Any]:
+        """Current consents and every change, with where on the chain each one is."""
+        changes = self._read_model.consent_history(customer_id)
+        current: dict[tuple[str, int], ConsentChangeView] = {}
+        for change in changes:
+            current[(change.purpose_id, change.org_id)] = change
+        return {
+            "customer_id": customer_id,
+            "as_of_block": self._read_model.as_of_block(),
+            "current": [
+                {
+                    "purpose_id": c.purpose_id,
+                    "org_id": c.org_id,
+                    **self.check(customer_id, c.purpose_id, c.org_id),
+                    "receipt_id": c.receipt_hash,
+                }
+                for c in current.values()
+            ],
+            "history": [_change_json(c) for c in changes],
+        }
+
+    def receipt(self, customer_id: str, receipt_id: str) -> dict[str, Any]:
+        """A consent receipt with the fields of ISO/IEC TS 27560, and the event that proves it."""
+        changes = self._read_model.consent_history(customer_id)
+        match = next((c for c in changes if c.receipt_hash == receipt_id.lower()), None)
+        if match is None:
+            raise NotFoundError(f"no consent receipt {receipt_id} for customer {customer_id}")
+        latest = [
+            c for c in changes if (c.purpose_id, c.org_id) == (match.purpose_id, match.org_id)
+        ][-1]
+        purpose = self._read_model.purpose(match.purpose_id)
+        if latest is not match:
+            state = "superseded"
+        elif not match.granted:
+            state = "withdrawn"
+        else:
+            decision = self._read_model.consent(customer_id, match.purpose_id, match.org_id)
+            state = "active" if decision.granted else (decision.reason or "inactive")
+        how = (
+            "EIP-712 signature by the customer's registered wallet, submitted by a relayer"
+            if match.method == "signature"
+            else "transaction sent by the customer's registered wallet"
+        )
+        return {
+            "schema_version": RECEIPT_SCHEMA_VERSION,
+            "record_id": match.receipt_hash,
+            "data_subject": {"id": customer_id, "id_type": "pseudonymous customer id"},
+            "controller": {"organisation_id": purpose.controller_org if purpose else None},
+            "processor": {"organisation_id": match.org_id},
+            "purpose": {"id": match.purpose_id, "notice_version": match.purpose_version},
+            "lawful_basis": purpose.basis if purpose else LawfulBasis.CONSENT.value,
+            "notice": {
+                "hash": purpose.notice_hash if purpose else None,
+                "version": match.purpose_version,
+            },
+            "event": {
+                "type": "given" if match.granted else "withdrawn",
+                "time": match.changed_at.isoformat(),
+                "how_expressed": how,
+                "duration": (
+                    {"until": match.expires_at.isoformat()} if match.expires_at else {"until": None}
+                ),
+                "state": state,
+            },
+            "proof": {
+                "chain_id": self._contracts.chain.chain_id,
+                "contract": self._ledger.address,
+                "event": "ConsentChanged",
+                "tx_hash": match.tx_hash,
+                "block_number": match.block_number,
+                "log_index": match.log_index,
+                "nonce": match.nonce,
+                "submitter": match.submitter,
+            },
+        }
+
+    def audience(self, purpose: str, org_id: int) -> dict[str, Any]:
+        pid = purpose_id(purpose)
+        return {
+            "purpose_id": pid,
+            "org_id": org_id,
+            "as_of_block": self._read_model.as_of_block(),
+            "customer_ids": self._read_model.audience(pid, org_id),
+        }
+
+
+def _iso(timestamp: int) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat()
+
+
+def _change_json(change: ConsentChangeView) -> dict[str, Any]:
+    return {
+        "purpose_id": change.purpose_id,
+        "org_id": change.org_id,
+        "granted": change.granted,
+        "purpose_version": change.purpose_version,
+        "expires_at": change.expires_at.isoformat() if change.expires_at else None,
+        "nonce": change.nonce,
+        "receipt_id": change.receipt_hash,
+        "how_expressed": change.method,
+        "submitter": change.submitter,
+        "block_number": change.block_number,
+        "tx_hash": change.tx_hash,
+        "log_index": change.log_index,
+        "time": change.changed_at.isoformat(),
+    }
