@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from eth_utils.crypto import keccak
 
 from crm_gateway.config import Settings
 from crm_gateway.security.apikeys import create_api_key
@@ -110,3 +111,28 @@ def ok(response: httpx.Response, *codes: int) -> dict[str, Any]:
 def events(operation: dict[str, Any], name: str) -> list[dict[str, Any]]:
     """The arguments of the events `name` an operation's receipt carries."""
     return [e["args"] for e in operation["result"]["events"] if e["event"] == name]
+
+
+def define_purpose(
+    gateway: GatewayProcess, admin_key: str, slug: str, basis: str = "contract"
+) -> None:
+    """Register a processing purpose (reads are gated by the purpose's lawful basis)."""
+    with gateway.client(admin_key) as client:
+        ok(
+            client.post(
+                "/v1/purposes?wait=true",
+                json={"purpose": slug, "lawful_basis": basis, "notice_text": f"Why: {slug}."},
+            )
+        )
+
+
+def wait_for_purpose(gateway: GatewayProcess, key: str, slug: str, timeout: float = 30) -> None:
+    """Until the gateway's read model (its indexer) knows the purpose."""
+    wanted = "0x" + keccak(text=slug).hex()
+    deadline = time.monotonic() + timeout
+    with gateway.client(key) as client:
+        while time.monotonic() < deadline:
+            if any(p["purpose_id"] == wanted for p in ok(client.get("/v1/purposes"), 200)):
+                return
+            time.sleep(0.1)
+    raise AssertionError(f"{gateway.url} never indexed purpose {slug}")

@@ -36,7 +36,13 @@ from crm_gateway.chain.connection import Chain, connect
 from crm_gateway.config import ChainKind, Settings
 from crm_gateway.runtime import deploy, open_keystore
 from tests.conftest import free_port, make_settings
-from tests.e2e.gateway_process import GatewayProcess, api_key, ok
+from tests.e2e.gateway_process import (
+    GatewayProcess,
+    api_key,
+    define_purpose,
+    ok,
+    wait_for_purpose,
+)
 
 pytestmark = pytest.mark.anvil
 
@@ -288,6 +294,8 @@ def test_no_plaintext_personal_data_on_chain_in_the_database_or_in_the_logs(
                     json={"role": "DATA_STEWARD", "account": steward_account},
                 )
             )
+        define_purpose(gateway, admin, "support", "contract")
+        wait_for_purpose(gateway, admin, "support")
         customer_id, response = _exercise(gateway, steward)
     values = _distinctive()
     digests = [
