@@ -17,6 +17,8 @@ from crm_gateway.config import ChainKind, Settings
 from crm_gateway.runtime import deploy, open_keystore
 from tests.conftest import free_port, make_settings
 
+MIGRATIONS = ["0001_consortium", "0002_customer_registry", "0003_consent"]
+
 
 def _record_path(settings: Settings) -> Path:
     return settings.path(settings.deployments_dir) / f"{settings.anvil_chain_id}.json"
@@ -29,7 +31,7 @@ def test_deploy_records_every_contract_and_a_second_run_changes_nothing(
     chain = connect(anvil_settings)
     keystore = open_keystore(anvil_settings)
     first = deploy(anvil_settings, chain, keystore)
-    assert first.applied == ["0001_consortium", "0002_customer_registry"]
+    assert first.applied == MIGRATIONS
     record_text = _record_path(anvil_settings).read_text()
     record = json.loads(record_text)
     consortium = record["contracts"]["Consortium"]
@@ -44,7 +46,7 @@ def test_deploy_records_every_contract_and_a_second_run_changes_nothing(
     nonce = chain.w3.eth.get_transaction_count(deployer)
     second = deploy(anvil_settings, chain, open_keystore(anvil_settings))
     assert second.applied == []
-    assert second.skipped == ["0001_consortium", "0002_customer_registry"]
+    assert second.skipped == MIGRATIONS
     assert _record_path(anvil_settings).read_text() == record_text
     assert chain.w3.eth.get_transaction_count(deployer) == nonce
 
@@ -108,7 +110,7 @@ def test_the_embedded_chain_leaves_no_record_on_disk(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     chain = connect(settings)
     report = deploy(settings, chain, open_keystore(settings))
-    assert report.applied == ["0001_consortium", "0002_customer_registry"]
+    assert report.applied == MIGRATIONS
     assert not (tmp_path / "deployments").exists()
 
     # 0002 binds the CustomerRegistry to the Consortium that 0001 recorded.
@@ -118,6 +120,19 @@ def test_the_embedded_chain_leaves_no_record_on_disk(tmp_path: Path) -> None:
     registry = chain.w3.eth.contract(address=contracts["CustomerRegistry"].address, abi=abi)
     assert registry.functions.consortium().call() == contracts["Consortium"].address
     assert contracts["CustomerRegistry"].migration == "0002_customer_registry"
+
+    # 0003 binds the PurposeRegistry to the Consortium, and the ConsentLedger to all three.
+    def bound(name: str) -> Any:
+        abi = json.loads((settings.path(settings.abi_dir) / f"{name}.json").read_text())["abi"]
+        return chain.w3.eth.contract(address=contracts[name].address, abi=abi).functions
+
+    purposes, ledger = bound("PurposeRegistry"), bound("ConsentLedger")
+    assert purposes.consortium().call() == contracts["Consortium"].address
+    assert ledger.consortium().call() == contracts["Consortium"].address
+    assert ledger.customerRegistry().call() == contracts["CustomerRegistry"].address
+    assert ledger.purposeRegistry().call() == contracts["PurposeRegistry"].address
+    assert contracts["PurposeRegistry"].migration == "0003_consent"
+    assert contracts["ConsentLedger"].migration == "0003_consent"
 
 
 def test_migrations_are_discovered_in_number_order_and_numbers_are_unique(tmp_path: Path) -> None:
