@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     # seen has been written to the node's state file and survives a SIGKILL of the node.
     finality_seconds: Annotated[float, Field(ge=0)] = 3.0
     gas_limit_multiplier: Annotated[float, Field(ge=1.0)] = 1.25
+    # Consecutive rows of a batchable kind (relayed consents, registrations) from one signer go
+    # in one transaction, at most this many, and split further if it would exceed the gas below.
+    pipeline_max_batch_items: Annotated[int, Field(ge=1, le=1_000)] = 100
+    pipeline_max_batch_gas: Annotated[int, Field(ge=100_000)] = 12_000_000
     wait_timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
 
     # --- indexer and read model --------------------------------------------------------------

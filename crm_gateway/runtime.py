@@ -150,6 +150,8 @@ def build_runtime(settings: Settings, *, chain: Chain | None = None) -> Runtime:
             session_factory=sessions,
             nonces=nonces,
             gas_limit_multiplier=settings.gas_limit_multiplier,
+            max_batch_items=settings.pipeline_max_batch_items,
+            max_batch_gas=settings.pipeline_max_batch_gas,
         ),
         Watcher(
             contracts=contracts,

@@ -58,6 +58,11 @@ class ErrorDecoder:
                     selector = function_signature_to_4byte_selector(f"{item['name']}({types})")
                     self._errors[selector] = item
 
+    def name_of(self, selector: bytes) -> str | None:
+        """The name of the custom error with this 4-byte selector, if we know it."""
+        item = self._errors.get(selector)
+        return None if item is None else str(item["name"])
+
     def decode_data(self, data: bytes) -> RevertError:
         """Decode raw revert data (selector + ABI-encoded arguments)."""
         if len(data) < 4:

@@ -9,6 +9,7 @@ never execute twice: the nonce admits exactly one of them.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +22,7 @@ from web3.exceptions import Web3Exception
 from crm_gateway.chain.contracts import Contracts
 from crm_gateway.chain.fees import fee_fields
 from crm_gateway.chain.keystore import Keystore
+from crm_gateway.pipeline.batching import batcher_for
 from crm_gateway.pipeline.nonces import NonceAllocator
 from crm_gateway.store.models import (
     ChainTransaction,
@@ -48,7 +50,9 @@ class Sender:
         session_factory: sessionmaker[Session],
         nonces: NonceAllocator,
         gas_limit_multiplier: float,
-        batch_size: int = 50,
+        batch_size: int = 200,
+        max_batch_items: int = 100,
+        max_batch_gas: int = 12_000_000,
     ) -> None:
         self._contracts = contracts
         self._keystore = keystore
@@ -56,24 +60,78 @@ class Sender:
         self._nonces = nonces
         self._multiplier = gas_limit_multiplier
         self._batch_size = batch_size
+        self._max_items = max_batch_items
+        self._max_gas = max_batch_gas
 
     def run_once(self) -> int:
-        """Submit up to one batch of pending rows; return how many rows were handled."""
+        """Submit the pending rows in order, batched where they can be; return how many."""
         with self._sessions() as session:
-            sequence = list(
-                session.scalars(
-                    select(Operation.seq)
-                    .where(Operation.status == OperationStatus.PENDING)
-                    .order_by(Operation.seq)
-                    .limit(self._batch_size)
-                )
-            )
+            pending = session.execute(
+                select(Operation.seq, Operation.contract, Operation.function, Operation.sender)
+                .where(Operation.status == OperationStatus.PENDING)
+                .order_by(Operation.seq)
+                .limit(self._batch_size)
+            ).all()
         handled = 0
-        for seq in sequence:
-            if not self._submit(seq):
+        for group in self._groups(pending):
+            if not self._submit_group(group):
                 break  # the chain is unreachable: keep order, try again later
-            handled += 1
+            handled += len(group)
         return handled
+
+    def _groups(self, pending: Sequence[Any]) -> list[list[int]]:
+        """Consecutive rows of one batchable kind and signer go together, up to the item cap."""
+        groups: list[list[int]] = []
+        previous: tuple[str, str, str] | None = None
+        for row in pending:
+            kind = (row.contract, row.function, row.sender)
+            batchable = batcher_for(row.contract, row.function) is not None
+            if batchable and kind == previous and len(groups[-1]) < self._max_items:
+                groups[-1].append(row.seq)
+            else:
+                groups.append([row.seq])
+            previous = kind if batchable else None
+        return groups
+
+    def _submit_group(self, sequence: list[int]) -> bool:
+        if len(sequence) == 1:
+            return self._submit(sequence[0])
+        with self._sessions() as session:
+            operations = [session.get(Operation, seq) for seq in sequence]
+            live = [op for op in operations if op and op.status == OperationStatus.PENDING]
+            if len(live) != len(sequence):
+                return all(self._submit(seq) for seq in sequence)
+            first = live[0]
+            batcher = batcher_for(first.contract, first.function)
+            account = self._keystore.get(first.sender)
+            if batcher is None or account is None:
+                return all(self._submit(seq) for seq in sequence)
+            try:
+                call = self._contracts[batcher.contract].functions[batcher.batch](
+                    *batcher.combine([op.args for op in live])
+                )
+                estimate = call.estimate_gas({"from": account.address})
+            except TRANSIENT_ERRORS as exc:
+                log.warning("chain unreachable while simulating a batch: %s", exc)
+                return False
+            except Exception:
+                # The batch as a whole would revert (the items themselves are skipped, not
+                # reverted): send them one by one so each gets its own decoded error.
+                estimate = None
+            if estimate is None or estimate > self._max_gas:
+                if estimate is not None and len(sequence) > 1:
+                    half = len(sequence) // 2
+                    return self._submit_group(sequence[:half]) and self._submit_group(
+                        sequence[half:]
+                    )
+                return all(self._submit(seq) for seq in sequence)
+            tx = self._sign(session, live, call, estimate, account)
+            if tx is None:
+                return False
+            session.commit()
+            broadcast(self._contracts.chain.w3, session, tx)
+            session.commit()
+            return True
 
     def _submit(self, seq: int) -> bool:
         with self._sessions() as session:
@@ -106,7 +164,7 @@ class Sender:
                 session.commit()
                 return True
 
-            tx = self._sign(session, operation, call, estimate, account)
+            tx = self._sign(session, [operation], call, estimate, account)
             if tx is None:
                 return False
             session.commit()
@@ -115,7 +173,12 @@ class Sender:
             return True
 
     def _sign(
-        self, session: Session, operation: Operation, call: Any, estimate: int, account: Any
+        self,
+        session: Session,
+        operations: Sequence[Operation],
+        call: Any,
+        estimate: int,
+        account: Any,
     ) -> ChainTransaction | None:
         w3 = self._contracts.chain.w3
         for _attempt in range(3):
@@ -147,9 +210,11 @@ class Sender:
                 # Another process took this nonce; start again from what is recorded.
                 self._nonces.forget(account.address)
                 continue
-            operation.chain_tx_id = tx.id
-            operation.status = OperationStatus.SUBMITTED
-            operation.updated_at = datetime.now(UTC)
+            now = datetime.now(UTC)
+            for operation in operations:
+                operation.chain_tx_id = tx.id
+                operation.status = OperationStatus.SUBMITTED
+                operation.updated_at = now
             return tx
         log.error("could not allocate a free nonce for %s", account.address)
         return None

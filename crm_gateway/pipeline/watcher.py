@@ -20,6 +20,7 @@ from web3.exceptions import TransactionNotFound
 from web3.types import TxParams
 
 from crm_gateway.chain.contracts import Contracts
+from crm_gateway.pipeline.batching import batcher_for
 from crm_gateway.pipeline.nonces import NonceAllocator
 from crm_gateway.pipeline.sender import TRANSIENT_ERRORS, broadcast
 from crm_gateway.store.models import (
@@ -137,13 +138,27 @@ class Watcher:
         tx.finalized_at = None
         succeeded = int(receipt["status"]) == 1
         tx.status = ChainTransactionStatus.MINED if succeeded else ChainTransactionStatus.FAILED
-        error = None if succeeded else self._revert_reason(tx)
-        events = self._contracts.decode_receipt(receipt) if succeeded else []
-        for operation in _operations_of(session, tx):
-            if succeeded:
-                _settle(operation, OperationStatus.CONFIRMED, now, result={"events": events})
-            else:
+        operations = _operations_of(session, tx)
+        if not succeeded:
+            error = self._revert_reason(tx)
+            for operation in operations:
                 _settle(operation, OperationStatus.FAILED, now, error=error)
+            return
+        events = self._contracts.decode_receipt(receipt)
+        batcher = (
+            batcher_for(operations[0].contract, operations[0].function) if operations else None
+        )
+        if batcher is None or len(operations) == 1:
+            for operation in operations:
+                _settle(operation, OperationStatus.CONFIRMED, now, result={"events": events})
+            return
+        decoder = self._contracts.artifacts.error_decoder
+        for operation in operations:
+            confirmed, refusal, own = batcher.outcome(operation.args, events, decoder)
+            if confirmed:
+                _settle(operation, OperationStatus.CONFIRMED, now, result={"events": own})
+            else:
+                _settle(operation, OperationStatus.FAILED, now, error=refusal)
 
     def _revert_reason(self, tx: ChainTransaction) -> tuple[str, dict[str, Any]]:
         """Replay a reverted transaction against the state before its block to learn why."""
