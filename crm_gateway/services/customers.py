@@ -49,6 +49,7 @@ from crm_gateway.vault.keys import KeyProvider, KeyProviderError
 from crm_gateway.vault.records import ProtectedProfile, from_hex32, protect, reveal, to_hex32
 
 REGISTRY = "CustomerRegistry"
+_CHAIN_ACTIVE = 1
 _CHAIN_ERASED = 2
 # Ids already erased on-chain are never reused; a person who comes back gets the next one.
 _MAX_GENERATIONS = 64
@@ -273,20 +274,26 @@ class CustomerService:
 
         Runs inside the caller's transaction (`OperationService.submit(off_chain=...)`), which
         commits them with the outbox row of the chain write; `purpose` goes into each log entry
-        (the CSV importer's tag). A taken id or blind index raises `IntegrityError`.
+        (the CSV importer's tag). A taken id or blind index raises `IntegrityError`, an erased
+        record revived by someone else meanwhile `store.RecordTakenError`.
         """
+        rows = [
+            store.NewRecord(
+                customer_id=registration.customer_id,
+                sealed=registration.protected.sealed,
+                commitment=registration.commitment,
+                indexes=registration.indexes,
+            )
+            for registration in registrations
+        ]
+        # A person who comes back after this organisation erased them, while others still hold
+        # their identity, gets the same id again (see `free_customer_ids`): their row is revived.
+        returning = store.erased_record_ids(session, [row.customer_id for row in rows])
+        store.revive_records(
+            session, [row for row in rows if row.customer_id in returning], org_id=self._org_id
+        )
         store.insert_records(
-            session,
-            [
-                store.NewRecord(
-                    customer_id=registration.customer_id,
-                    sealed=registration.protected.sealed,
-                    commitment=registration.commitment,
-                    indexes=registration.indexes,
-                )
-                for registration in registrations
-            ],
-            org_id=self._org_id,
+            session, [row for row in rows if row.customer_id not in returning], org_id=self._org_id
         )
         store.log_accesses(
             session,
@@ -300,28 +307,38 @@ class CustomerService:
         )
 
     def free_customer_ids(self, email_indexes: Sequence[str]) -> list[bytes]:
-        """For each e-mail (index form), the first id of that person neither erased on-chain
-        nor used here before: generation 0 unless the person was erased. One database query
-        and one batch of chain calls per generation, however many e-mails."""
+        """For each e-mail (index form), the id to register that person under.
+
+        The first generation (0 unless the person was erased) whose id is either unused here
+        and not erased on-chain (new, or joining other organisations), or erased here but still
+        active on-chain: the person left this organisation and came back while others kept
+        them, so this organisation joins their one identity again rather than making a second
+        one (`write_registrations` revives the erased row). One database query and one batch
+        of chain calls per generation, however many e-mails.
+        """
         chosen: list[bytes | None] = [None] * len(email_indexes)
         todo = list(range(len(email_indexes)))
         for generation in range(_MAX_GENERATIONS):
             if not todo:
                 break
             candidates = {i: self._indexer.customer_id(email_indexes[i], generation) for i in todo}
+            ids = [to_hex32(candidate) for candidate in candidates.values()]
             with self._sessions() as session:
-                used = store.existing_record_ids(
-                    session, [to_hex32(candidate) for candidate in candidates.values()]
-                )
-            unused = [i for i in todo if to_hex32(candidates[i]) not in used]
+                used = store.existing_record_ids(session, ids)
+                erased_here = store.erased_record_ids(session, ids)
+            open_ = [i for i in todo if to_hex32(candidates[i]) not in used - erased_here]
             statuses = call_many(
                 self._contracts.chain.w3,
                 self._registry,
                 "customer",
-                [(candidates[i],) for i in unused],
+                [(candidates[i],) for i in open_],
             )
-            for i, state in zip(unused, statuses, strict=True):
-                if int(state[0]) != _CHAIN_ERASED:
+            for i, state in zip(open_, statuses, strict=True):
+                status = int(state[0])
+                if to_hex32(candidates[i]) in erased_here:
+                    if status == _CHAIN_ACTIVE:
+                        chosen[i] = candidates[i]
+                elif status != _CHAIN_ERASED:
                     chosen[i] = candidates[i]
             todo = [i for i in todo if chosen[i] is None]
         if todo:
@@ -753,6 +770,6 @@ def _unique_or_conflict(
     try:
         with session.begin_nested():
             yield
-    except IntegrityError:
+    except (IntegrityError, store.RecordTakenError):
         _refuse_conflicts(session, indexes, message, exclude=exclude)
         raise  # not a duplicate person: a bug, answered as a 500

@@ -829,16 +829,18 @@ class CustomerImporter:
     def erased_since(self, rows: Sequence[_Row], chosen: Sequence[bytes], tag: str) -> set[int]:
         """Lines of rows whose person this import brought in before and who was erased since.
 
-        Only rows whose free id is not the first generation can be such a person.
+        The earlier generations of the free id are checked, and the free id itself: it may be
+        this organisation's erased record of a person other organisations still hold, whom a
+        new registration would bring back (`CustomerService.free_customer_ids`).
         """
         earlier: dict[str, int] = {}
         for row, customer_id in zip(rows, chosen, strict=True):
             email = row.profile.email_index
             for generation in range(64):
                 candidate = self._indexer.customer_id(email, generation)
+                earlier[to_hex32(candidate)] = row.line
                 if candidate == customer_id:
                     break
-                earlier[to_hex32(candidate)] = row.line
         if not earlier:
             return set()
         with self.sessions() as session:

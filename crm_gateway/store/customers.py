@@ -45,6 +45,10 @@ class CustomerErasedError(CustomerStoreError):
         super().__init__(f"customer record {customer_id} was erased")
 
 
+class RecordTakenError(CustomerStoreError):
+    """A record to revive is not (any more) erased: someone registered the customer meanwhile."""
+
+
 class StaleVersionError(CustomerStoreError):
     """An update that does not follow the stored version (someone else updated first)."""
 
@@ -81,6 +85,21 @@ def existing_record_ids(session: Session, customer_ids: Collection[str]) -> set[
         found.update(
             session.scalars(
                 select(CustomerRecord.customer_id).where(CustomerRecord.customer_id.in_(chunk))
+            )
+        )
+    return found
+
+
+def erased_record_ids(session: Session, customer_ids: Collection[str]) -> set[str]:
+    """Those of `customer_ids` whose record here is erased."""
+    found: set[str] = set()
+    for chunk in _chunks(sorted(set(customer_ids))):
+        found.update(
+            session.scalars(
+                select(CustomerRecord.customer_id).where(
+                    CustomerRecord.customer_id.in_(chunk),
+                    CustomerRecord.status == CustomerStatus.ERASED,
+                )
             )
         )
     return found
@@ -181,6 +200,64 @@ def insert_records(session: Session, records: Sequence[NewRecord], *, org_id: in
         ]
     )
     session.flush()
+    session.add_all(
+        [
+            BlindIndex(kind=kind, value=value, customer_id=record.customer_id)
+            for record in records
+            for kind, value in record.indexes.items()
+            if value is not None
+        ]
+    )
+    session.flush()
+
+
+def revive_records(session: Session, records: Sequence[NewRecord], *, org_id: int) -> None:
+    """Give erased records new contents at version 1, with their blind indexes (flushed).
+
+    For a customer who comes back to this organisation while others still hold their on-chain
+    identity: the id is the consortium's, so the erased row is reused rather than a new id made.
+    Each row changes only if it is still erased (compare-and-set; on PostgreSQL a concurrent
+    reviver waits for the row lock and then finds it active), else `RecordTakenError`.
+    """
+    if not records:
+        return
+    table = cast(Table, CustomerRecord.__table__)
+    now = utcnow()
+    statement = (
+        update(table)
+        .where(
+            table.c.customer_id == bindparam("b_customer_id"),
+            table.c.org_id == org_id,
+            table.c.status == CustomerStatus.ERASED.value,
+        )
+        .values(
+            status=CustomerStatus.ACTIVE.value,
+            version=1,
+            ciphertext=bindparam("b_ciphertext"),
+            nonce=bindparam("b_nonce"),
+            wrapped_key=bindparam("b_wrapped_key"),
+            kek_id=bindparam("b_kek_id"),
+            commitment=bindparam("b_commitment"),
+            erased_at=None,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    connection = session.connection()
+    for record in records:
+        revived = connection.execute(
+            statement,
+            {
+                "b_customer_id": record.customer_id,
+                "b_ciphertext": record.sealed.ciphertext,
+                "b_nonce": record.sealed.nonce,
+                "b_wrapped_key": record.sealed.wrapped_key.wrapped,
+                "b_kek_id": record.sealed.wrapped_key.kek_id,
+                "b_commitment": record.commitment,
+            },
+        ).rowcount
+        if revived != 1:
+            raise RecordTakenError(f"customer record {record.customer_id} is not erased here")
     session.add_all(
         [
             BlindIndex(kind=kind, value=value, customer_id=record.customer_id)

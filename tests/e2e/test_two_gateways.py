@@ -24,7 +24,14 @@ from crm_gateway.chain.connection import Chain, connect
 from crm_gateway.config import ChainKind, Settings
 from crm_gateway.runtime import deploy, open_keystore
 from tests.conftest import free_port, make_settings
-from tests.e2e.gateway_process import GatewayProcess, api_key, events, ok
+from tests.e2e.gateway_process import (
+    GatewayProcess,
+    api_key,
+    define_purpose,
+    events,
+    ok,
+    wait_for_purpose,
+)
 
 pytestmark = [pytest.mark.anvil, pytest.mark.slow]
 
@@ -136,6 +143,10 @@ class Consortium:
                     "/v1/roles/grants?wait=true", json={"role": "DATA_STEWARD", "account": admin_b}
                 )
             )
+        # Reads are gated by their purpose: organisation 1 registers `support` for everyone.
+        define_purpose(self.gateway_a, self.admin_a, "support", "contract")
+        wait_for_purpose(self.gateway_a, self.admin_a, "support")
+        wait_for_purpose(self.gateway_b, self.admin_b, "support")
 
     def stop(self) -> None:
         self.gateway_a.stop()
@@ -233,6 +244,15 @@ def test_one_identity_two_holders_and_each_organisation_sees_only_its_own_record
         assert _read(b, ada).status_code == 410
         assert ok(_read(a, ada))["profile"]["family_name"] == "King"
         assert ok(a.get(f"/v1/customers/{ada}/verify"))["intact"] is True
+
+        # She comes back to organisation 2: it joins her identity again (still active, held by
+        # organisation 1) instead of making the consortium a second identity for her.
+        returned = ok(b.post("/v1/customers?wait=true", json=ADA_AT_B), 201)
+        assert returned["customer_id"] == ada
+        assert c.customer(ada) == (1, 2, [1, 2])
+        again = ok(_read(b, ada))
+        assert (again["version"], again["profile"]["given_name"]) == (1, "Augusta Ada")
+        assert ok(b.get(f"/v1/customers/{ada}/verify"))["intact"] is True
 
 
 def _sealed(database: Path) -> set[bytes]:

@@ -291,6 +291,52 @@ def test_erasure_leaves_no_key_material(
         store.erase_record(session, "0x" + "00" * 32)
 
 
+def test_an_erased_record_is_revived_once_for_a_returning_customer(
+    session_factory: sessionmaker[Session], provider: KeyringFileProvider
+) -> None:
+    """Erased here but held elsewhere: the same id comes back at version 1 with new contents."""
+    profile = CustomerProfile.parse(DISTINCTIVE, phone_region="GB")
+    with session_scope(session_factory) as session:
+        customer_id = _register(session, provider, profile)
+        other = _register(session, provider, CustomerProfile.parse({"email": "o@example.com"}))
+    with session_scope(session_factory) as session:
+        store.erase_record(session, customer_id)
+    with session_factory() as session:
+        assert store.erased_record_ids(session, [customer_id, other, "0x" + "00" * 32]) == {
+            customer_id
+        }
+    protected = protect(
+        profile.canonical_json(),
+        customer_id=from_hex32(customer_id),
+        version=1,
+        org_id=ORG,
+        provider=provider,
+    )
+    returning = store.NewRecord(
+        customer_id=customer_id,
+        sealed=protected.sealed,
+        commitment=to_hex32(protected.commitment),
+        indexes=_indexes(profile),
+    )
+    with session_scope(session_factory) as session:
+        store.revive_records(session, [returning], org_id=ORG)
+    with session_factory() as session:
+        record = store.get_active_record(session, customer_id)
+        assert (record.version, record.erased_at) == (1, None)
+        assert _open(session, provider, customer_id) == profile
+        assert store.blind_indexes_of(session, customer_id) == {
+            k: v for k, v in _indexes(profile).items() if v is not None
+        }
+        assert store.erased_record_ids(session, [customer_id]) == set()
+    # Only an erased record is revived (a concurrent reviver loses), and only this org's.
+    with pytest.raises(store.RecordTakenError), session_scope(session_factory) as session:
+        store.revive_records(session, [returning], org_id=ORG)
+    with session_scope(session_factory) as session:
+        store.erase_record(session, customer_id)
+    with pytest.raises(store.RecordTakenError), session_scope(session_factory) as session:
+        store.revive_records(session, [returning], org_id=ORG + 1)
+
+
 def test_check_constraint_refuses_half_erased_rows(
     session_factory: sessionmaker[Session], provider: KeyringFileProvider, engine: Engine
 ) -> None:
