@@ -1,103 +1,41 @@
 """Nothing acknowledged is lost: SIGKILL the gateway (twice) and the node (once) under load.
 
-A client submits 200 role grants with idempotency keys and, like any real client, retries a
-request that got no answer with the same key. The gateway process is killed with SIGKILL twice and
-restarted, and Anvil is killed once and restarted from its state file (losing up to its last state
-interval). Afterwards every acknowledged grant is on-chain exactly once.
+Clients submit 200 writes with idempotency keys and, like any real client, retry a request that
+got no answer with the same key. The gateway process is killed with SIGKILL twice and restarted,
+and Anvil is killed once and restarted from its state file (losing up to its last state interval).
+Afterwards every acknowledged write is on-chain exactly once. Two scenarios: role grants (one
+transaction each) and customer registrations from concurrent clients (batched by the pipeline,
+several registrations per `registerBatch` transaction).
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from eth_account import Account
+from sqlalchemy import func, select
 
+from crm_gateway.chain.artifacts import Artifacts
 from crm_gateway.chain.connection import connect
 from crm_gateway.config import ChainKind, Settings
 from crm_gateway.runtime import deploy, open_keystore
-from crm_gateway.security.apikeys import create_api_key
 from crm_gateway.services.access import Role
-from crm_gateway.store.db import make_engine, make_session_factory, upgrade_database
+from crm_gateway.store.db import make_engine, make_session_factory
+from crm_gateway.store.models import Operation
 from tests.conftest import free_port, make_settings
+from tests.e2e.gateway_process import GatewayProcess, api_key, ok
 
 pytestmark = [pytest.mark.anvil, pytest.mark.slow]
 
-GRANTS = 200
+WRITES = 200
 GATEWAY_KILLS_AFTER = (60, 130)
 NODE_KILL_AFTER = 95
-
-
-def _environment(settings: Settings) -> dict[str, str]:
-    env = dict(os.environ)
-    for name in (
-        "chain_kind",
-        "anvil_port",
-        "anvil_state_file",
-        "database_url",
-        "keystore_dir",
-        "keystore_scrypt_n",
-        "deployments_dir",
-        "gateway_port",
-        "finality_seconds",
-        "resubmit_after_seconds",
-        "sender_poll_seconds",
-        "watcher_poll_seconds",
-    ):
-        env[name.upper()] = str(getattr(settings, name))
-    env["LOG_LEVEL"] = "warning"
-    return env
-
-
-class Gateway:
-    """The gateway as a separate process, so it can really be killed."""
-
-    def __init__(self, settings: Settings, log: Path) -> None:
-        self.settings = settings
-        self.url = f"http://127.0.0.1:{settings.gateway_port}"
-        self.log = log
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "crm_gateway.cli", "serve"],
-                env=_environment(self.settings),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log.read_text()[-3000:]
-            try:
-                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError("gateway did not become ready:\n" + self.log.read_text()[-3000:])
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 @pytest.fixture
@@ -109,6 +47,7 @@ def crash_settings(tmp_path: Path) -> Settings:
         gateway_port=free_port(),
         finality_seconds=3.0,
         resubmit_after_seconds=1.0,
+        log_level="warning",
     )
 
 
@@ -122,105 +61,177 @@ def node(crash_settings: Settings) -> Iterator[Any]:
     anvil.stop()
 
 
-def test_every_acknowledged_grant_is_on_chain_exactly_once(
-    crash_settings: Settings, node: Any, tmp_path: Path
+class Scenario:
+    """What the clients send, and how to count on the chain what each write did."""
+
+    def __init__(self, name: str, concurrency: int) -> None:
+        self.name = name
+        self.concurrency = concurrency
+
+    def request(self, i: int) -> tuple[str, dict[str, Any]]:
+        if self.name == "grants":
+            return "/v1/roles/grants", {"role": "AGENT", "account": ACCOUNTS[i]}
+        return "/v1/customers", {"email": f"person{i}@example.com", "given_name": "Crash"}
+
+
+ACCOUNTS = [Account.create().address for _ in range(WRITES)]
+
+
+def _submit_all(
+    gateway: GatewayProcess, key: str, scenario: Scenario, acknowledged: dict[int, dict[str, Any]]
 ) -> None:
-    chain = connect(crash_settings)
-    keystore = open_keystore(crash_settings)
-    record = deploy(crash_settings, chain, keystore).record
-    admin = str(record.deployer)
-    upgrade_database(crash_settings.database_url)
-    with make_session_factory(make_engine(crash_settings.database_url))() as session:
-        _key, api_key = create_api_key(session, org_id=1, account=admin, role="ORG_ADMIN")
-        session.commit()
-
-    gateway = Gateway(crash_settings, tmp_path / "gateway.log")
-    gateway.start()
-    accounts = [Account.create().address for _ in range(GRANTS)]
-    acknowledged: dict[int, str] = {}
     lock = threading.Lock()
-    stop = threading.Event()
+    todo = list(range(WRITES))
 
-    def chaos() -> None:
-        kills = list(GATEWAY_KILLS_AFTER)
-        node_killed = False
-        while not stop.is_set() and (kills or not node_killed):
-            with lock:
-                done = len(acknowledged)
-            if kills and done >= kills[0]:
-                kills.pop(0)
-                gateway.kill()
-                gateway.start()
-            elif not node_killed and done >= NODE_KILL_AFTER:
-                node_killed = True
-                node.kill()
-                node.start()
-            time.sleep(0.005)
-
-    killer = threading.Thread(target=chaos)
-    killer.start()
-    try:
-        with httpx.Client(
-            base_url=gateway.url, headers={"X-API-Key": api_key}, timeout=5
-        ) as client:
-            for i, account in enumerate(accounts):
+    def client() -> None:
+        with httpx.Client(base_url=gateway.url, headers={"X-API-Key": key}, timeout=10) as http:
+            while True:
+                with lock:
+                    if not todo:
+                        return
+                    i = todo.pop(0)
+                path, body = scenario.request(i)
                 while True:
                     try:
-                        response = client.post(
-                            "/v1/roles/grants",
-                            json={"role": "AGENT", "account": account},
-                            headers={"Idempotency-Key": f"grant-{i}"},
-                        )
+                        response = http.post(path, json=body, headers={"Idempotency-Key": f"w-{i}"})
                     except httpx.HTTPError:
                         time.sleep(0.05)
                         continue
                     if response.status_code in (502, 503):
                         time.sleep(0.05)
                         continue
-                    assert response.status_code in (200, 202), response.text
+                    assert response.status_code in (200, 201, 202), response.text
                     with lock:
-                        acknowledged[i] = response.json()["id"]
+                        acknowledged[i] = response.json()
                     break
-        killer.join(timeout=120)
-        assert not killer.is_alive()
 
-        settled = _wait_until_settled(gateway.url, api_key, acknowledged)
-        assert {s["status"] for s in settled.values()} == {"confirmed"}, settled
+    threads = [threading.Thread(target=client) for _ in range(scenario.concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+        assert not thread.is_alive()
+
+
+def _chaos(
+    gateway: GatewayProcess, node: Any, done: Callable[[], int], stop: threading.Event
+) -> threading.Thread:
+    def run() -> None:
+        kills = list(GATEWAY_KILLS_AFTER)
+        node_killed = False
+        while not stop.is_set() and (kills or not node_killed):
+            if kills and done() >= kills[0]:
+                kills.pop(0)
+                gateway.kill()
+                gateway.start()
+                gateway.wait_ready()
+            elif not node_killed and done() >= NODE_KILL_AFTER:
+                node_killed = True
+                node.kill()
+                node.start()
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def _operation_id(response: dict[str, Any]) -> str:
+    return str(response["operation"]["id"] if "operation" in response else response["id"])
+
+
+def _wait_until_settled(gateway: GatewayProcess, key: str, ids: list[str]) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + 120
+    settled: dict[str, Any] = {}
+    with gateway.client(key) as client:
+        while time.monotonic() < deadline and len(settled) < len(ids):
+            for operation_id in ids:
+                if operation_id not in settled:
+                    body = client.get(f"/v1/operations/{operation_id}").json()
+                    if body["status"] in ("confirmed", "failed"):
+                        settled[operation_id] = body
+            time.sleep(0.2)
+    assert len(settled) == len(ids), "some acknowledged writes never settled"
+    return list(settled.values())
+
+
+@pytest.mark.parametrize(
+    "scenario",
+    [Scenario("grants", concurrency=1), Scenario("registrations", concurrency=8)],
+    ids=lambda s: s.name,
+)
+def test_every_acknowledged_write_is_on_chain_exactly_once(
+    crash_settings: Settings, node: Any, tmp_path: Path, scenario: Scenario
+) -> None:
+    chain = connect(crash_settings)
+    record = deploy(crash_settings, chain, open_keystore(crash_settings)).record
+    admin = str(record.deployer)
+    key = api_key(crash_settings, 1, admin, "ORG_ADMIN")
+    gateway = GatewayProcess(crash_settings, tmp_path / "gateway.log")
+    gateway.start()
+    gateway.wait_ready()
+    if scenario.name == "registrations":
+        with gateway.client(key) as client:
+            ok(
+                client.post(
+                    "/v1/roles/grants?wait=true", json={"role": "DATA_STEWARD", "account": admin}
+                )
+            )
+
+    acknowledged: dict[int, dict[str, Any]] = {}
+    stop = threading.Event()
+    chaos = _chaos(gateway, node, lambda: len(acknowledged), stop)
+    try:
+        _submit_all(gateway, key, scenario, acknowledged)
+        chaos.join(timeout=120)
+        assert not chaos.is_alive()
+        settled = _wait_until_settled(
+            gateway, key, [_operation_id(a) for a in acknowledged.values()]
+        )
+        assert {s["status"] for s in settled} == {"confirmed"}, settled
     finally:
         stop.set()
         gateway.stop()
 
-    consortium = chain.w3.eth.contract(
-        address=record.contracts["Consortium"].address,
-        abi=record_abi(crash_settings),
+    assert len(acknowledged) == WRITES
+    artifacts = Artifacts(crash_settings.path(crash_settings.abi_dir))
+    if scenario.name == "grants":
+        consortium = chain.w3.eth.contract(
+            address=record.contracts["Consortium"].address, abi=artifacts["Consortium"].abi
+        )
+        grants = _grant_transactions(chain.w3, consortium, admin)
+        for account in ACCOUNTS:
+            assert grants.get(account) == 1, account
+            assert consortium.functions.hasRole(Role.AGENT.role_id, account).call()
+        assert sum(grants.values()) == WRITES
+        return
+
+    registry = chain.w3.eth.contract(
+        address=record.contracts["CustomerRegistry"].address, abi=artifacts["CustomerRegistry"].abi
     )
-    grants_per_account = _grant_transactions(chain.w3, consortium, admin)
-    assert len(acknowledged) == GRANTS
-    for account in accounts:
-        assert grants_per_account.get(account) == 1, account
-        assert consortium.functions.hasRole(Role.AGENT.role_id, account).call()
-    assert sum(grants_per_account.values()) == GRANTS
-
-
-def record_abi(settings: Settings) -> Any:
-    from crm_gateway.chain.artifacts import Artifacts
-
-    return Artifacts(settings.path(settings.abi_dir))["Consortium"].abi
-
-
-def _wait_until_settled(url: str, api_key: str, operations: dict[int, str]) -> dict[int, Any]:
-    deadline = time.monotonic() + 90
-    settled: dict[int, Any] = {}
-    with httpx.Client(base_url=url, headers={"X-API-Key": api_key}, timeout=5) as client:
-        while time.monotonic() < deadline and len(settled) < len(operations):
-            for i, operation_id in operations.items():
-                if i not in settled:
-                    body = client.get(f"/v1/operations/{operation_id}").json()
-                    if body["status"] in ("confirmed", "failed"):
-                        settled[i] = body
-            time.sleep(0.2)
-    assert len(settled) == len(operations), "some acknowledged writes never settled"
-    return settled
+    registered = [
+        dict(e["args"]) for e in registry.events.CustomerRegistered().get_logs(from_block=0)
+    ]
+    skipped = registry.events.RegistrationSkipped().get_logs(from_block=0)
+    ids = sorted("0x" + bytes(e["customerId"]).hex() for e in registered)
+    expected = sorted(a["customer_id"] for a in acknowledged.values())
+    assert ids == expected, "every acknowledged customer registered exactly once"
+    assert skipped == [], "no registration was sent twice"
+    engine = make_engine(crash_settings.database_url)
+    with make_session_factory(engine)() as session:
+        per_tx = (
+            session.execute(
+                select(func.count())
+                .select_from(Operation)
+                .where(Operation.kind == "customers.register")
+                .group_by(Operation.chain_tx_id)
+            )
+            .scalars()
+            .all()
+        )
+    engine.dispose()
+    assert max(per_tx) > 1, "concurrent registrations were batched"
+    print(f"registrations: {WRITES} in {len(per_tx)} transactions (largest batch {max(per_tx)})")
 
 
 def _grant_transactions(w3: Any, consortium: Any, sender: str) -> dict[str, int]:

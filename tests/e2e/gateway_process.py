@@ -71,6 +71,12 @@ class GatewayProcess:
         headers = {"X-API-Key": api_key} if api_key else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=30)
 
+    def kill(self) -> None:
+        """SIGKILL: the process gets no chance to clean up, as in a crash."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
             self.process.terminate()
