@@ -56,6 +56,7 @@ def get_customer_service(runtime: RuntimeDep) -> CustomerService:
         phone_region=settings.default_phone_region,
         signature_ttl_seconds=settings.signature_ttl_seconds,
         consent=get_consent_service(runtime),
+        roles=runtime.read_model,
     )
 
 

@@ -11,7 +11,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from eth_account import Account
 from eth_account.messages import encode_typed_data
@@ -59,6 +59,18 @@ class CustomerGoneError(DomainError):
     """The customer was erased (GDPR Art. 17); nothing about them can be read any more."""
 
     status, slug, title = 410, "customer-erased", "Customer erased"
+
+
+class RoleLookup(Protocol):
+    def has_role(self, role: str, account: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class _ChainRoles:
+    access: AccessService
+
+    def has_role(self, role: str, account: str) -> bool:
+        return self.access.has_role(Role(role), account)
 
 
 @dataclass(frozen=True)
@@ -112,6 +124,7 @@ class CustomerService:
         phone_region: str,
         signature_ttl_seconds: int,
         consent: ConsentService | None = None,
+        roles: RoleLookup | None = None,
     ) -> None:
         # Without a consent service (admin tools), reads are not gated by purpose.
         self._consent = consent
@@ -119,6 +132,9 @@ class CustomerService:
         self._contracts = contracts
         self._operations = operations
         self._access = AccessService(contracts)
+        # Role checks on the request path come from the read model when there is one (no
+        # chain round trip); admin tools without an indexer ask the contract.
+        self._roles: RoleLookup = roles or _ChainRoles(self._access)
         self._vault = vault
         self._indexer = indexer
         self._org_id = gateway_org_id
@@ -143,7 +159,7 @@ class CustomerService:
         reason = None
         if actor.org_id != self._org_id:
             reason = f"this gateway holds the customers of organisation {self._org_id} only"
-        elif not any(self._access.has_role(role, actor.account) for role in roles):
+        elif not any(self._roles.has_role(role.value, actor.account) for role in roles):
             reason = f"requires one of {', '.join(r.value for r in roles)}"
         if reason is not None:
             self._log(actor, action, AccessDecision.REFUSED, customer_id, purpose, reason)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
@@ -63,6 +64,8 @@ class WriteRequest:
     response: Response
     operations: OperationService
     wait_timeout: float
+    # Waits until the read model includes a block (None where no indexer runs).
+    wait_for_index: Callable[[int, float], bool] | None = None
 
     def submit(self, write: ChainWrite, payload: Any) -> OperationView:
         """Queue a plain chain write (no off-chain part)."""
@@ -86,6 +89,10 @@ class WriteRequest:
         """
         if self.wait and not view.settled:
             view = self.operations.wait(view.id, self.caller.org_id, self.wait_timeout)
+        if self.wait and view.block_number is not None and self.wait_for_index is not None:
+            # Read your writes: a waited write answers once the read model (which answers the
+            # hot reads, role checks among them) includes its block.
+            self.wait_for_index(view.block_number, self.wait_timeout)
         self.response.headers["Location"] = location or f"/v1/operations/{view.id}"
         if view.status == "failed" and self.wait:
             error = view.error or {"name": "Reverted", "args": {}}
@@ -117,6 +124,9 @@ def get_write_request(
         response=response,
         operations=operations,
         wait_timeout=runtime.settings.wait_timeout_seconds,
+        wait_for_index=runtime.index_worker.wait_for_block
+        if runtime.settings.indexer_enabled
+        else None,
     )
 
 
