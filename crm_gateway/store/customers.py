@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple, cast
 
-from sqlalchemy import ColumnElement, Table, and_, bindparam, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, Table, and_, bindparam, delete, func, select, update
 from sqlalchemy.orm import Session
 
+from crm_gateway.store import audit
 from crm_gateway.store.models import (
     AccessAction,
     AccessDecision,
@@ -511,21 +512,24 @@ def log_access(
     account: str | None = None,
     at: datetime | None = None,
 ) -> AccessLogEntry:
-    """Append an access-log entry (flushed, so `seq` is set). Never pass personal data here."""
-    entry = AccessLogEntry(
-        at=at or utcnow(),
-        api_key_id=api_key_id,
-        org_id=org_id,
-        account=account,
-        customer_id=customer_id,
-        purpose=purpose,
-        action=action,
-        decision=decision,
-        reason=reason,
+    """Append a hash-chained access-log entry (flushed, so `seq` is set; see `store.audit`).
+
+    Never pass personal data here. The chain head stays locked until the transaction ends.
+    """
+    return audit.append_entry(
+        session,
+        audit.NewEntry(
+            action=action,
+            decision=decision,
+            customer_id=customer_id,
+            purpose=purpose,
+            reason=reason,
+            api_key_id=api_key_id,
+            org_id=org_id,
+            account=account,
+            at=at,
+        ),
     )
-    session.add(entry)
-    session.flush()
-    return entry
 
 
 def log_accesses(
@@ -540,28 +544,22 @@ def log_accesses(
     account: str | None = None,
     at: datetime | None = None,
 ) -> None:
-    """`log_access` for many customers at once (one executemany INSERT), in the given order.
-
-    The entries are those `log_access` would make one by one, so whatever `log_access` learns
-    to do to an entry must be done here too.
-    """
-    if not customer_ids:
-        return
+    """`log_access` for many customers at once (one executemany INSERT), in the given order,
+    hash-chained one after the other."""
     when = at or utcnow()
-    session.execute(
-        insert(AccessLogEntry),
+    audit.append_entries(
+        session,
         [
-            {
-                "at": when,
-                "api_key_id": api_key_id,
-                "org_id": org_id,
-                "account": account,
-                "customer_id": customer_id,
-                "purpose": purpose,
-                "action": action,
-                "decision": decision,
-                "reason": None,
-            }
+            audit.NewEntry(
+                action=action,
+                decision=decision,
+                customer_id=customer_id,
+                purpose=purpose,
+                api_key_id=api_key_id,
+                org_id=org_id,
+                account=account,
+                at=when,
+            )
             for customer_id in customer_ids
         ],
     )

@@ -295,7 +295,8 @@ class BlindIndexKind(StrEnum):
 
 
 class AccessAction(StrEnum):
-    """What a caller tried to do with a customer's personal data (more may follow)."""
+    """What a caller tried to do: with a customer's personal data, or with keys and roles (at
+    most 16 characters: the column's width)."""
 
     CREATE = "create"
     READ = "read"
@@ -305,6 +306,13 @@ class AccessAction(StrEnum):
     EXPORT = "export"
     ERASE = "erase"
     LINK_WALLET = "link_wallet"
+    # Role and key changes (no customer): who changed which grant or key, never a secret.
+    ROLE_GRANT = "role_grant"
+    ROLE_REVOKE = "role_revoke"
+    APIKEY_CREATE = "apikey_create"
+    APIKEY_REVOKE = "apikey_revoke"
+    KEY_ROTATE = "key_rotate"
+    KEY_RETIRE = "key_retire"
 
 
 class AccessDecision(StrEnum):
@@ -388,10 +396,14 @@ class BlindIndex(Base):
 
 
 class AccessLogEntry(Base):
-    """One attempt to use a customer's personal data: who, which customer, why, the decision.
+    """One attempt to use a customer's personal data (who, which customer, why, the decision), or
+    a change of a role or key.
 
-    Append-only. Never holds personal data: lookups log the customer found, not the e-mail or
-    phone asked for. `prev_hash` / `entry_hash` are reserved for the hash chain (issue 6).
+    Append-only and hash-chained: `seq` runs from 1 without gaps, `prev_hash` is the previous
+    entry's `entry_hash` (64 zeros for entry 1), and `entry_hash` is a SHA-256 over the entry's
+    fields and `prev_hash` (see `store.audit.entry_hash`); both are written with the entry, only
+    by `store.audit.append_entries` (`log_access`, `log_accesses`). Never holds personal data:
+    lookups log the customer found, not the e-mail or phone asked for.
     """
 
     __tablename__ = "access_log"
@@ -419,6 +431,77 @@ class AccessLogEntry(Base):
         return (
             f"AccessLogEntry(seq={self.seq}, action={self.action!r}, "
             f"decision={self.decision!r}, customer_id={self.customer_id!r})"
+        )
+
+
+class AuditChainHead(Base):
+    """The end of the access log's hash chain: its last entry and that entry's hash (one row,
+    id 1). Appending locks this row first, so concurrent writers never fork the chain (PostgreSQL:
+    a row lock until commit; SQLite: the update opens the single write transaction)."""
+
+    __tablename__ = "audit_chain_head"
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    last_seq: Mapped[int] = mapped_column(BigInteger)
+    last_hash: Mapped[str] = mapped_column(String(SHA256_HEX_LENGTH))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class AuditBatchStatus(StrEnum):
+    """Where a batch of the access log stands on its way on-chain."""
+
+    PENDING = "pending"  # its anchoring write is in the outbox or in a sent transaction
+    ANCHORED = "anchored"  # the AuditAnchor contract holds its root (chain_batch_id is set)
+    FAILED = "failed"  # the write failed; its entries go into a later batch
+
+
+class AuditBatch(Base):
+    """A range of the access log whose Merkle root was sent to the AuditAnchor contract by one
+    outbox write (`operation_id`); the transaction and the contract's batch id are filled in
+    from the operation once it is confirmed. Only one batch that has not failed may start at
+    a given entry."""
+
+    __tablename__ = "audit_batches"
+    __table_args__ = (
+        CheckConstraint(_in("status", AuditBatchStatus), name="status"),
+        CheckConstraint("first_seq >= 1 AND last_seq >= first_seq", name="range"),
+        Index(
+            "uq_audit_batches_first_seq_live",
+            "first_seq",
+            unique=True,
+            sqlite_where=text("status != 'failed'"),
+            postgresql_where=text("status != 'failed'"),
+        ),
+        Index("ix_audit_batches_last_seq", "last_seq"),
+        UniqueConstraint("contract", "chain_batch_id"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(_bigint(), Identity(), primary_key=True)
+    first_seq: Mapped[int] = mapped_column(BigInteger)
+    last_seq: Mapped[int] = mapped_column(BigInteger)
+    count: Mapped[int] = mapped_column(BigInteger)
+    root: Mapped[str] = mapped_column(String(BYTES32_HEX_LENGTH))
+    org_id: Mapped[int] = mapped_column(Integer)
+    contract: Mapped[str] = mapped_column(String(ADDRESS_LENGTH))
+    operation_id: Mapped[str] = mapped_column(String(36), ForeignKey("operations.id"), unique=True)
+    status: Mapped[AuditBatchStatus] = mapped_column(
+        StrEnumType(AuditBatchStatus), default=AuditBatchStatus.PENDING
+    )
+    chain_batch_id: Mapped[int | None] = mapped_column(BigInteger)
+    tx_hash: Mapped[str | None] = mapped_column(String(TX_HASH_LENGTH))
+    block_number: Mapped[int | None] = mapped_column(BigInteger)
+    block_hash: Mapped[str | None] = mapped_column(String(TX_HASH_LENGTH))
+    gas_used: Mapped[int | None] = mapped_column(BigInteger)
+    error: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    anchored_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    def __repr__(self) -> str:
+        return (
+            f"AuditBatch(id={self.id}, entries={self.first_seq}..{self.last_seq}, "
+            f"status={self.status!r}, chain_batch_id={self.chain_batch_id})"
         )
 
 

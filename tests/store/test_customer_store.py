@@ -422,8 +422,10 @@ def test_access_log(session_factory: sessionmaker[Session]) -> None:
         ]
         assert entries[0].at.tzinfo is not None
         assert entries[1].reason == "role AGENT may not export"
-        assert entries[0].prev_hash is None
-        assert entries[0].entry_hash is None
+        # Hash-chained from entry 1 (see tests/store/test_audit_chain.py).
+        assert entries[0].seq == 1
+        assert entries[0].prev_hash == "0" * 64
+        assert entries[1].prev_hash == entries[0].entry_hash
     with pytest.raises(IntegrityError), session_scope(session_factory) as session:
         store.log_access(
             session,
