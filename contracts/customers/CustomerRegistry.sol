@@ -6,6 +6,7 @@ import {IERC1271} from "@openzeppelin/contracts/interfaces/IERC1271.sol";
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {IConsortiumAccess} from "../access/IConsortiumAccess.sol";
+import {ICustomerWallets} from "./ICustomerWallets.sol";
 
 /**
  * @title CustomerRegistry
@@ -31,7 +32,7 @@ import {IConsortiumAccess} from "../access/IConsortiumAccess.sol";
  * count kept in the customer's record word, and a holding is two words; the only loop over stored
  * data is over one customer's holders (in {erase} and {holdersOf}).
  */
-contract CustomerRegistry is EIP712 {
+contract CustomerRegistry is EIP712, ICustomerWallets {
     /// @notice Lifecycle of a customer id.
     enum Status {
         /// Never registered.
@@ -382,6 +383,19 @@ contract CustomerRegistry is EIP712 {
      */
     function customerOfWallet(address wallet) public view virtual returns (bytes32) {
         return _customerOfWallet[wallet];
+    }
+
+    /**
+     * @notice Whether `wallet` is linked to an active customer (see {ICustomerWallets}).
+     * @dev One storage read: a wallet is linked only to an active customer ({linkWallet} requires
+     * a holding), is unlinked when it is rotated away ({_linkWallet}) and when its customer is
+     * erased ({_eraseHolding}), and an active customer never becomes inactive otherwise. An
+     * override of those hooks that breaks this must override this view too.
+     * @param wallet The wallet.
+     * @return True if `wallet` is the wallet of an active customer.
+     */
+    function isActiveWallet(address wallet) public view virtual returns (bool) {
+        return _customerOfWallet[wallet] != bytes32(0);
     }
 
     /**

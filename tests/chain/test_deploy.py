@@ -17,7 +17,7 @@ from crm_gateway.config import ChainKind, Settings
 from crm_gateway.runtime import deploy, open_keystore
 from tests.conftest import free_port, make_settings
 
-MIGRATIONS = ["0001_consortium", "0002_customer_registry", "0003_consent"]
+MIGRATIONS = ["0001_consortium", "0002_customer_registry", "0003_consent", "0004_loyalty"]
 
 
 def _record_path(settings: Settings) -> Path:
@@ -133,6 +133,18 @@ def test_the_embedded_chain_leaves_no_record_on_disk(tmp_path: Path) -> None:
     assert ledger.purposeRegistry().call() == contracts["PurposeRegistry"].address
     assert contracts["PurposeRegistry"].migration == "0003_consent"
     assert contracts["ConsentLedger"].migration == "0003_consent"
+
+    # 0004 binds LoyaltyPoints to the Consortium and the CustomerRegistry, RegisteredOnly.
+    points = bound("LoyaltyPoints")
+    assert points.consortium().call() == contracts["Consortium"].address
+    assert points.customerRegistry().call() == contracts["CustomerRegistry"].address
+    assert (points.name().call(), points.symbol().call(), points.decimals().call()) == (
+        "Coalition Points",
+        "PTS",
+        0,
+    )
+    assert points.transferPolicy().call() == 0
+    assert contracts["LoyaltyPoints"].migration == "0004_loyalty"
 
 
 def test_migrations_are_discovered_in_number_order_and_numbers_are_unique(tmp_path: Path) -> None:

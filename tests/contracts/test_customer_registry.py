@@ -565,6 +565,29 @@ def test_rotating_the_wallet_replaces_the_old_one(world):
     assert fns.customerOfWallet(old.address).call() == cid("bob")
 
 
+def test_is_active_wallet_follows_links_rotations_and_erasure(world):
+    # One storage read answers it: a wallet is linked only to an active customer, and unlinked
+    # when rotated away or when its customer is erased.
+    fns = world.fns
+    old, new, stranger = wallet_key("old"), wallet_key("new"), wallet_key("stranger")
+    assert fns.isActiveWallet(ZERO_ADDRESS).call() is False
+    world.register("alice")
+    world.register("alice", world.steward2)
+    assert fns.isActiveWallet(old.address).call() is False
+    world.link(cid("alice"), old)
+    assert fns.isActiveWallet(old.address).call() is True
+    world.link(cid("alice"), new)
+    assert (fns.isActiveWallet(old.address).call(), fns.isActiveWallet(new.address).call()) == (
+        False,
+        True,
+    )
+    world.send(fns.erase(cid("alice")), world.steward1)  # one holder left: still active
+    assert fns.isActiveWallet(new.address).call() is True
+    world.send(fns.erase(cid("alice")), world.steward2)
+    assert fns.isActiveWallet(new.address).call() is False
+    assert fns.isActiveWallet(stranger.address).call() is False
+
+
 def test_link_wallet_refusals(world):
     fns = world.fns
     world.register("alice")

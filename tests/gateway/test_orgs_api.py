@@ -134,6 +134,7 @@ def test_readyz_names_chain_contracts_and_database(client: TestClient) -> None:
         "CustomerRegistry",
         "PurposeRegistry",
         "ConsentLedger",
+        "LoyaltyPoints",
     }
     assert client.get("/healthz").json() == {"status": "ok"}
 
