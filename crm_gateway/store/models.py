@@ -16,7 +16,7 @@ models against the migrated database on both backends.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
@@ -25,6 +25,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Date,
     DateTime,
     Dialect,
     ForeignKey,
@@ -713,3 +714,44 @@ class RmConsentChange(Base):
     submitter: Mapped[str] = mapped_column(String(ADDRESS_LENGTH))
     block_number: Mapped[int] = mapped_column(BigInteger)
     changed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class RmLoyaltyBalance(Base):
+    """Projection of LoyaltyPoints balances: each holder's `balanceOf`, from `Transfer` events.
+
+    Whole points (the token has 0 decimals) as 64-bit integers: the read model holds balances and
+    amounts up to 2**63 - 1 points."""
+
+    __tablename__ = "rm_loyalty_balances"
+
+    wallet: Mapped[str] = mapped_column(String(ADDRESS_LENGTH), primary_key=True)
+    balance: Mapped[int] = mapped_column(BigInteger)
+    updated_block: Mapped[int] = mapped_column(BigInteger)
+
+
+class RmLoyaltyMovement(Base):
+    """Projection of every LoyaltyPoints balance change, one row per `Transfer` log (its tx hash
+    and log index), completed by the event that follows it in the same call: `kind` is earn
+    (PointsEarned), reward (ActionRewarded), redeem (PointsRedeemed) or transfer; `org_id` and
+    `merchant` are the issuing or redeeming organisation and account; `reason` is the merchant's
+    reason code, or the action hash of a reward. `day` (UTC) makes settlement a GROUP BY."""
+
+    __tablename__ = "rm_loyalty_movements"
+    __table_args__ = (
+        Index("ix_rm_loyalty_movements_from_wallet_block_number", "from_wallet", "block_number"),
+        Index("ix_rm_loyalty_movements_to_wallet_block_number", "to_wallet", "block_number"),
+        Index("ix_rm_loyalty_movements_moved_at", "moved_at"),
+    )
+
+    tx_hash: Mapped[str] = mapped_column(String(TX_HASH_LENGTH), primary_key=True)
+    log_index: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    block_number: Mapped[int] = mapped_column(BigInteger)
+    moved_at: Mapped[datetime] = mapped_column(UTCDateTime())  # the block timestamp
+    day: Mapped[date] = mapped_column(Date)  # moved_at's UTC date
+    kind: Mapped[str] = mapped_column(String(16))
+    org_id: Mapped[int | None] = mapped_column(BigInteger)
+    merchant: Mapped[str | None] = mapped_column(String(ADDRESS_LENGTH))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    from_wallet: Mapped[str | None] = mapped_column(String(ADDRESS_LENGTH))  # NULL: issued
+    to_wallet: Mapped[str | None] = mapped_column(String(ADDRESS_LENGTH))  # NULL: redeemed
+    reason: Mapped[str | None] = mapped_column(String(BYTES32_HEX_LENGTH))

@@ -49,6 +49,8 @@ TABLES = {
     "rm_consent_changes",
     "audit_chain_head",
     "audit_batches",
+    "rm_loyalty_balances",
+    "rm_loyalty_movements",
 }
 
 
@@ -180,7 +182,7 @@ def test_migrations_reach_head_and_match_the_models(db_url: str) -> None:
     try:
         assert database_revision(engine) is None
         upgrade_database(db_url)
-        assert database_revision(engine) == head_revision() == "0005"
+        assert database_revision(engine) == head_revision() == "0006"
         assert set(inspect(engine).get_table_names()) >= TABLES
         with engine.connect() as connection:
             context = MigrationContext.configure(connection, opts={"compare_type": True})
