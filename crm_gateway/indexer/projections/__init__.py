@@ -15,6 +15,7 @@ from crm_gateway.indexer.projections.base import (
 )
 from crm_gateway.indexer.projections.consents import ConsentsProjection, PurposesProjection
 from crm_gateway.indexer.projections.customers import CustomersProjection
+from crm_gateway.indexer.projections.loyalty import LoyaltyProjection
 from crm_gateway.indexer.projections.roles import RolesProjection
 
 # A projection of a contract that is not deployed simply never sees an event.
@@ -23,6 +24,7 @@ DEFAULT_PROJECTIONS: list[type[Projection]] = [
     CustomersProjection,
     PurposesProjection,
     ConsentsProjection,
+    LoyaltyProjection,
 ]
 
 
@@ -36,6 +38,7 @@ __all__ = [
     "ConsentsProjection",
     "CustomersProjection",
     "Handler",
+    "LoyaltyProjection",
     "Projection",
     "ProjectionRegistry",
     "PurposesProjection",
