@@ -15,12 +15,16 @@ VENV := .venv
 CLI := $(VENV)/bin/crm-chaincode
 PY_STAMP := $(VENV)/.stamp-install
 NPM_STAMP := node_modules/.stamp-npm
+# Slither has its own venv: slither-analyzer needs web3 < 8, the project's .venv has web3 8.
+SLITHER_VENV := .venv-slither
+SLITHER_STAMP := $(SLITHER_VENV)/.stamp-install
+SLITHER_REQUIREMENTS := tools/slither-requirements.txt
 TEST_POSTGRES_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 export TEST_POSTGRES_URL
 PYTEST_ARGS ?=
 ARGS ?=
 
-.PHONY: help deps run test lint compile deploy node clean distclean
+.PHONY: help deps run test lint slither compile deploy node clean distclean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -48,6 +52,14 @@ $(NPM_STAMP): package-lock.json package.json
 
 deps: $(PY_STAMP) $(NPM_STAMP) ## install Python and npm dependencies when missing or changed
 
+# Slither's venv, with every package pinned in tools/slither-requirements.txt; redone when it changes.
+$(SLITHER_STAMP): $(SLITHER_REQUIREMENTS)
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || \
+	  { echo "Python 3.11 or newer is needed (tried '$(PYTHON)'); set PYTHON=/path/to/python3.11" >&2; exit 1; }
+	@test -x $(SLITHER_VENV)/bin/python || { echo "creating $(SLITHER_VENV) with $(PYTHON)"; $(PYTHON) -m venv $(SLITHER_VENV); }
+	$(SLITHER_VENV)/bin/python -m pip install --disable-pip-version-check -q -r $(SLITHER_REQUIREMENTS)
+	@touch $@
+
 run: deps ## Anvil + migrations + gateway on http://127.0.0.1:8000 (Ctrl-C stops both)
 	$(CLI) run $(ARGS)
 
@@ -55,10 +67,20 @@ test: deps ## the test suite (PostgreSQL tests are skipped if it is unreachable)
 	@$(VENV)/bin/python tools/check_postgres.py
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
-lint: deps ## ruff check, ruff format --check, mypy
+lint: deps ## ruff check, ruff format --check, mypy, then `make slither`
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	@$(MAKE) slither
+
+# The compiler settings (EVM version, optimizer runs) are the project's, from crm_gateway.config.
+slither: deps $(SLITHER_STAMP) ## Slither on contracts/ and slither-check-erc on LoyaltyPoints (via tools/solc)
+	@opts=$$($(VENV)/bin/python -c 'from crm_gateway.config import Settings; s = Settings(); \
+	  print(f"--evm-version {s.evm_version} --optimize-runs {s.optimizer_runs}")'); \
+	  status=0; \
+	  $(SLITHER_VENV)/bin/python tools/slither_check.py $$opts analyze || status=1; \
+	  $(SLITHER_VENV)/bin/python tools/slither_check.py $$opts erc || status=1; \
+	  exit $$status
 
 compile: deps ## compile contracts/ into abi/
 	$(CLI) compile $(ARGS)
@@ -71,8 +93,8 @@ node: deps ## run the project's Anvil node in the foreground
 
 clean: ## remove caches and build leftovers (keeps .venv, node_modules and var/)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info
-	find . -path ./node_modules -prune -o -path ./$(VENV) -prune -o \
+	find . -path ./node_modules -prune -o -path ./$(VENV) -prune -o -path ./$(SLITHER_VENV) -prune -o \
 	  -name __pycache__ -type d -prune -exec rm -rf {} +
 
-distclean: clean ## also remove .venv and node_modules (var/ is kept)
-	rm -rf $(VENV) node_modules
+distclean: clean ## also remove .venv, .venv-slither and node_modules (var/ is kept)
+	rm -rf $(VENV) $(SLITHER_VENV) node_modules
