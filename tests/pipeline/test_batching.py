@@ -34,7 +34,11 @@ def steward_runtime(chain_settings: Settings) -> Iterator[Runtime]:
 def _registration(runtime: Runtime, customer_id: str, commitment: str | None = None) -> ChainWrite:
     admin = str(runtime.contracts.record.deployer)
     return ChainWrite(
-        "customers.register", "CustomerRegistry", "register", [customer_id, commitment or _id()], admin
+        "customers.register",
+        "CustomerRegistry",
+        "register",
+        [customer_id, commitment or _id()],
+        admin,
     )
 
 
@@ -56,7 +60,9 @@ def _transactions(runtime: Runtime, views: list[OperationView]) -> set[int]:
         return set(session.scalars(select(Operation.chain_tx_id).where(Operation.id.in_(ids))))
 
 
-def test_registrations_share_one_transaction_and_keep_their_own_status(steward_runtime: Runtime) -> None:
+def test_registrations_share_one_transaction_and_keep_their_own_status(
+    steward_runtime: Runtime,
+) -> None:
     runtime = steward_runtime
     existing = _id()
     [first] = _run(runtime, [_registration(runtime, existing)])
@@ -71,7 +77,10 @@ def test_registrations_share_one_transaction_and_keep_their_own_status(steward_r
     assert len(_transactions(runtime, views)) == 1
     statuses = [v.status for v in views]
     assert statuses == ["confirmed"] * 10 + ["failed"] + ["confirmed"] * 10
-    assert views[10].error == {"name": "CustomerAlreadyRegistered", "args": {"customerId": existing}}
+    assert views[10].error == {
+        "name": "CustomerAlreadyRegistered",
+        "args": {"customerId": existing},
+    }
     for view, customer_id in zip(views[:10] + views[11:], fresh, strict=True):
         [event] = view.result["events"]
         assert event["event"] == "CustomerRegistered"
@@ -95,7 +104,11 @@ def test_a_batch_over_the_gas_cap_is_split(chain_settings: Settings) -> None:
         runtime.close()
 
 
-def test_a_lone_row_uses_the_single_call_and_its_revert_is_decoded(steward_runtime: Runtime) -> None:
-    [view] = _run(steward_runtime, [_registration(steward_runtime, _id(), commitment="0x" + "00" * 32)])
+def test_a_lone_row_uses_the_single_call_and_its_revert_is_decoded(
+    steward_runtime: Runtime,
+) -> None:
+    [view] = _run(
+        steward_runtime, [_registration(steward_runtime, _id(), commitment="0x" + "00" * 32)]
+    )
     assert view.status == "failed"
     assert view.error == {"name": "InvalidCommitment", "args": {}}
