@@ -104,6 +104,18 @@ class Settings(BaseSettings):
     # How many recent blocks keep their hash, to find the common ancestor after a reorg.
     indexer_reorg_depth: Annotated[int, Field(ge=1)] = 1000
 
+    # --- anchored access log -----------------------------------------------------------------
+    # Anchor the access log on-chain periodically from the gateway (also on demand: the API and
+    # `crm-chaincode audit anchor`).
+    audit_anchor_enabled: bool = True
+    # Seconds between two anchoring rounds (each anchors every entry logged since the last one).
+    audit_anchor_interval_seconds: Annotated[float, Field(gt=0)] = 300.0
+    # Most entries under one Merkle root (one transaction each, whatever the size).
+    audit_anchor_batch_size: Annotated[int, Field(ge=1, le=65_536)] = 10_000
+    # Keystore account that signs the periodic anchors; it must hold AUDITOR in GATEWAY_ORG_ID.
+    # Unset: the first keystore account that does.
+    audit_anchor_account: str | None = None
+
     # --- personal-data vault -----------------------------------------------------------------
     # JSON keyring of key-encryption keys (and, unless INDEX_KEY is set, the blind-index key);
     # created with mode 0600 on first use, refused when group or others may read it.

@@ -6,6 +6,7 @@ keys, database, pipeline) is built here and handed down; nothing else opens conn
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from eth_account.signers.local import LocalAccount
 from sqlalchemy.orm import Session, sessionmaker
 
+from crm_gateway.audit import Anchorer, AnchorWorker
 from crm_gateway.chain.artifacts import Artifacts
 from crm_gateway.chain.connection import Chain, connect
 from crm_gateway.chain.contracts import Contracts
@@ -97,6 +99,16 @@ def deploy(
     )
 
 
+def anchor_signer(settings: Settings, read_model: ReadModel, keystore: Keystore) -> str | None:
+    """AUDIT_ANCHOR_ACCOUNT, else the first keystore account holding AUDITOR in the gateway's
+    organisation (per the read model; the chain has the last word when the write is simulated)."""
+    if settings.audit_anchor_account:
+        return settings.audit_anchor_account
+    auditors = set(read_model.holders_of("AUDITOR", org_id=settings.gateway_org_id))
+    held = [address for address in keystore.addresses() if address in auditors]
+    return held[0] if held else None
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -110,12 +122,20 @@ class Runtime:
     # The chain indexer's background worker, and the read model it keeps current.
     index_worker: IndexerWorker
     read_model: ReadModel
+    # The access log's anchoring on-chain, and its background worker.
+    anchorer: Anchorer
+    anchor_worker: AnchorWorker
 
     @property
     def artifacts(self) -> Artifacts:
         return self.contracts.artifacts
 
+    def anchor_signer(self) -> str | None:
+        """The account that signs periodic anchors (see `anchor_signer`)."""
+        return anchor_signer(self.settings, self.read_model, self.keystore)
+
     def close(self) -> None:
+        self.anchor_worker.stop()
         self.index_worker.stop()
         self.pipeline.stop()
         engine = self.session_factory.kw.get("bind")
@@ -174,6 +194,14 @@ def build_runtime(settings: Settings, *, chain: Chain | None = None) -> Runtime:
         ),
         poll=settings.indexer_poll_seconds,
     )
+    read_model = ReadModel(engine)
+    anchorer = Anchorer(
+        sessions=sessions,
+        contracts=contracts,
+        pipeline=worker,
+        org_id=settings.gateway_org_id,
+        batch_size=settings.audit_anchor_batch_size,
+    )
     return Runtime(
         settings,
         chain,
@@ -184,5 +212,11 @@ def build_runtime(settings: Settings, *, chain: Chain | None = None) -> Runtime:
         vault,
         indexer,
         index_worker,
-        ReadModel(engine),
+        read_model,
+        anchorer,
+        AnchorWorker(
+            anchorer,
+            interval=settings.audit_anchor_interval_seconds,
+            signer=functools.partial(anchor_signer, settings, read_model, keystore),
+        ),
     )

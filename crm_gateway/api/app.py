@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request
 from requests.exceptions import ConnectionError as RequestsConnectionError
 
 from crm_gateway.api.errors import ProblemResponse, install_problem_handlers, problem_response
-from crm_gateway.api.routers import consents, customers, health, operations, orgs, roles
+from crm_gateway.api.routers import audit, consents, customers, health, operations, orgs, roles
 from crm_gateway.chain.connection import ChainUnavailable
 from crm_gateway.config import Settings, get_settings
 from crm_gateway.runtime import Runtime, build_runtime
@@ -31,6 +31,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             current.pipeline.start()
         if settings.indexer_enabled:
             current.index_worker.start()
+        if settings.audit_anchor_enabled and settings.pipeline_enabled:
+            current.anchor_worker.start()
         try:
             yield
         finally:
@@ -54,6 +56,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         customers.router,
         consents.router,
         operations.router,
+        audit.router,
     ):
         app.include_router(router)
     return app

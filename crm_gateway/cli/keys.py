@@ -59,6 +59,7 @@ from crm_gateway.cli.common import console, fail, one_sentence_errors, settings
 from crm_gateway.config import Settings
 from crm_gateway.store import customers as store
 from crm_gateway.store.db import make_engine, make_session_factory, upgrade_database
+from crm_gateway.store.models import AccessAction, AccessDecision
 from crm_gateway.vault.keys import KekInUseError, KeyringFileProvider
 from crm_gateway.vault.rotation import RotationProgress, retire_kek, rotate_all
 
@@ -101,6 +102,22 @@ def _rotation_lock(keyring: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
+def _log_key_change(
+    sessions: sessionmaker[Session], cfg: Settings, action: AccessAction, what: str
+) -> None:
+    """Write a key rotation or retirement to the access log (ids and counts, never a key)."""
+    with sessions() as session:
+        store.log_access(
+            session,
+            action=action,
+            decision=AccessDecision.ALLOWED,
+            customer_id=None,
+            org_id=cfg.gateway_org_id,
+            reason=what,
+        )
+        session.commit()
+
+
 def _pending(sessions: sessionmaker[Session], kek_id: str) -> int:
     with sessions() as session:
         return store.count_records_to_rewrap(session, kek_id)
@@ -135,6 +152,13 @@ def keys_rotate(
             rewrapped, skipped, failed = _rewrap(
                 sessions, provider, batch_size or cfg.key_rotation_batch_size
             )
+        _log_key_change(
+            sessions,
+            cfg,
+            AccessAction.KEY_ROTATE,
+            f"KEK {target} current (previously {previous}): {rewrapped} data key(s) re-wrapped, "
+            f"{len(failed)} failed",
+        )
         with sessions() as session:
             usage = store.kek_usage(session)
     console.print(
@@ -255,6 +279,7 @@ def keys_retire(
                 retire_kek(sessions, provider, kek_id)
             except KekInUseError as exc:  # a record appeared since the check above
                 fail(str(exc))
+            _log_key_change(sessions, cfg, AccessAction.KEY_RETIRE, f"KEK {kek_id} retired")
             console.print(f"retired KEK {kek_id}: its key material is gone from {provider.path}")
             return
         candidates = [i.id for i in infos.values() if not i.current and not i.retired]
@@ -274,6 +299,7 @@ def keys_retire(
             except KekInUseError:
                 continue
             retired.append(candidate)
+            _log_key_change(sessions, cfg, AccessAction.KEY_RETIRE, f"KEK {candidate} retired")
     for candidate in retired:
         console.print(f"retired KEK {candidate}")
     in_use = [k for k in candidates if usage.get(k)]

@@ -11,7 +11,7 @@ from rich.table import Table
 from crm_gateway.chain.compiler import compile_contracts, stale_artifacts, write_artifacts
 from crm_gateway.chain.connection import connect
 from crm_gateway.chain.deployments import verify_record
-from crm_gateway.cli import admin, importer, index, keys
+from crm_gateway.cli import admin, audit, importer, index, keys
 from crm_gateway.cli.common import console, fail, one_sentence_errors, settings
 from crm_gateway.config import ChainKind, Settings
 from crm_gateway.runtime import deploy as apply_deployment
@@ -29,6 +29,9 @@ app.add_typer(admin.apikeys, name="apikeys")
 app.add_typer(admin.accounts, name="accounts")
 app.add_typer(keys.keys, name="keys")
 app.add_typer(index.index, name="index")
+app.add_typer(audit.audit, name="audit")
+app.add_typer(audit.customers, name="customers")
+app.add_typer(audit.chain, name="chain")
 app.command("import")(importer.import_command)
 
 

@@ -6,7 +6,8 @@ the lookup stays cheap on every request. The first 12 characters (`prefix`) are 
 find the row; the full hash is then compared in constant time.
 
 None of these functions commit: the caller owns the transaction (`session_scope`, or the request's
-session followed by `session.commit()`).
+session followed by `session.commit()`). Issuing and revoking a key are written to the access log
+in that transaction (`apikey_create`, `apikey_revoke`: the key's id, never the key).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from crm_gateway.store.apikeys import get_api_key, get_api_key_by_prefix
-from crm_gateway.store.models import ApiKey, utcnow
+from crm_gateway.store.customers import log_access
+from crm_gateway.store.models import AccessAction, AccessDecision, ApiKey, utcnow
 
 KEY_PREFIX: Final = "crm_"
 PREFIX_LENGTH: Final = 12
@@ -88,6 +90,12 @@ def create_api_key(
                 session.add(api_key)
         except IntegrityError:
             continue
+        _log_key_change(
+            session,
+            AccessAction.APIKEY_CREATE,
+            api_key,
+            f"API key {api_key.id} issued for account {checksummed} with role {role}",
+        )
         return api_key, plaintext
     raise RuntimeError(f"could not find a free key prefix in {_CREATE_ATTEMPTS} attempts")
 
@@ -116,4 +124,22 @@ def revoke(session: Session, api_key_id: str) -> ApiKey | None:
     if api_key.revoked_at is None:
         api_key.revoked_at = utcnow()
         session.flush()
+        _log_key_change(
+            session,
+            AccessAction.APIKEY_REVOKE,
+            api_key,
+            f"API key {api_key.id} of account {api_key.account} revoked",
+        )
     return api_key
+
+
+def _log_key_change(session: Session, action: AccessAction, api_key: ApiKey, what: str) -> None:
+    """Record the issue or revocation in the access log (the key's id, never the key)."""
+    log_access(
+        session,
+        action=action,
+        decision=AccessDecision.ALLOWED,
+        customer_id=None,
+        org_id=api_key.org_id,
+        reason=what,
+    )

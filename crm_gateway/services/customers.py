@@ -111,6 +111,29 @@ class Verification:
     reason: str | None
 
 
+@dataclass(frozen=True)
+class VerifyAllReport:
+    checked: int
+    block: int
+    failures: list[tuple[str, str]]  # (customer id, reason), in customer id order
+
+
+def _verdict(
+    version: int, stored: str, recomputed: str | None, holding: Sequence[Any]
+) -> str | None:
+    """Why a record is not intact against the chain's `holding(id, org)`, or None."""
+    chain_commitment, chain_version = "0x" + bytes(holding[0]).hex(), int(holding[1])
+    if recomputed is None:
+        return "the sealed record or its wrapped key does not authenticate"
+    if recomputed != stored:
+        return "the record does not match its stored commitment"
+    if chain_version != version:
+        return f"the chain holds version {chain_version}, the vault version {version}"
+    if chain_commitment != recomputed:
+        return "the record does not match the commitment on-chain"
+    return None
+
+
 class CustomerService:
     def __init__(
         self,
@@ -532,17 +555,7 @@ class CustomerService:
         with self._sessions() as session:
             record = self._active(session, customer_id)
             version, stored = record.version, record.commitment
-            try:
-                revealed = reveal(
-                    store.sealed_of(record),
-                    customer_id=from_hex32(customer_id),
-                    version=version,
-                    org_id=record.org_id,
-                    provider=self._vault,
-                )
-                recomputed: str | None = to_hex32(revealed.commitment)
-            except (TamperedRecordError, KeyProviderError):
-                recomputed = None
+            recomputed = self._recompute(record)
             self._log(
                 actor,
                 AccessAction.VERIFY,
@@ -553,20 +566,76 @@ class CustomerService:
             )
             session.commit()
         block = int(self._contracts.chain.w3.eth.block_number)
-        chain_commitment, chain_version, _updated = self._registry.functions.holding(
-            from_hex32(customer_id), self._org_id
-        ).call(block_identifier=block)
-        on_chain = "0x" + bytes(chain_commitment).hex()
-        reason = None
-        if recomputed is None:
-            reason = "the sealed record or its wrapped key does not authenticate"
-        elif recomputed != stored:
-            reason = "the record does not match its stored commitment"
-        elif int(chain_version) != version:
-            reason = f"the chain holds version {chain_version}, the vault version {version}"
-        elif on_chain != recomputed:
-            reason = "the record does not match the commitment on-chain"
+        holding = self._registry.functions.holding(from_hex32(customer_id), self._org_id).call(
+            block_identifier=block
+        )
+        reason = _verdict(version, stored, recomputed, holding)
         return Verification(intact=reason is None, version=version, block=block, reason=reason)
+
+    def verify_all(
+        self,
+        actor: Actor,
+        *,
+        page: int = 500,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> VerifyAllReport:
+        """Every active record of this organisation against its commitment on-chain, as `verify`
+        checks one (for admin tools: no role check). The chain is read at one block, a page of
+        holdings per batch of calls; each decryption is logged, a page per INSERT."""
+        block = int(self._contracts.chain.w3.eth.block_number)
+        failures: list[tuple[str, str]] = []
+        checked = 0
+        after: str | None = None
+        while True:
+            with self._sessions() as session:
+                records = store.active_records(session, self._org_id, after=after, limit=page)
+                if not records:
+                    break
+                found = [
+                    (r.customer_id, r.version, r.commitment, self._recompute(r)) for r in records
+                ]
+                store.log_accesses(
+                    session,
+                    [customer_id for customer_id, *_rest in found],
+                    action=AccessAction.VERIFY,
+                    decision=AccessDecision.ALLOWED,
+                    api_key_id=actor.api_key_id,
+                    org_id=actor.org_id,
+                    account=actor.account,
+                )
+                session.commit()
+            holdings = call_many(
+                self._contracts.chain.w3,
+                self._registry,
+                "holding",
+                [(from_hex32(customer_id), self._org_id) for customer_id, *_rest in found],
+                block=block,
+            )
+            for (customer_id, version, stored, recomputed), (holding,) in zip(
+                found, holdings, strict=True
+            ):
+                reason = _verdict(version, stored, recomputed, holding)
+                if reason is not None:
+                    failures.append((customer_id, reason))
+            checked += len(found)
+            after = found[-1][0]
+            if on_progress is not None:
+                on_progress(checked)
+        return VerifyAllReport(checked=checked, block=block, failures=failures)
+
+    def _recompute(self, record: CustomerRecord) -> str | None:
+        """The commitment recomputed from the sealed record (None: it does not authenticate)."""
+        try:
+            revealed = reveal(
+                store.sealed_of(record),
+                customer_id=from_hex32(record.customer_id),
+                version=record.version,
+                org_id=record.org_id,
+                provider=self._vault,
+            )
+        except (TamperedRecordError, KeyProviderError):
+            return None
+        return to_hex32(revealed.commitment)
 
     def export(self, actor: Actor, customer_id: str) -> dict[str, Any]:
         """Everything held about a customer, portable (GDPR Art. 15 and 20)."""

@@ -120,6 +120,21 @@ def commitments_of(session: Session, customer_ids: Collection[str]) -> dict[str,
     return found
 
 
+def active_records(
+    session: Session, org_id: int, *, after: str | None, limit: int
+) -> Sequence[CustomerRecord]:
+    """The next `limit` active records of `org_id` by customer id, after `after`."""
+    query = (
+        select(CustomerRecord)
+        .where(CustomerRecord.org_id == org_id, CustomerRecord.status == CustomerStatus.ACTIVE)
+        .order_by(CustomerRecord.customer_id)
+        .limit(limit)
+    )
+    if after is not None:
+        query = query.where(CustomerRecord.customer_id > after)
+    return session.scalars(query).all()
+
+
 def _chunks(values: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:
     """Slices small enough for an `IN (...)` list on every backend."""
     for start in range(0, len(values), size):

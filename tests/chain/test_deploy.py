@@ -17,7 +17,13 @@ from crm_gateway.config import ChainKind, Settings
 from crm_gateway.runtime import deploy, open_keystore
 from tests.conftest import free_port, make_settings
 
-MIGRATIONS = ["0001_consortium", "0002_customer_registry", "0003_consent", "0004_loyalty"]
+MIGRATIONS = [
+    "0001_consortium",
+    "0002_customer_registry",
+    "0003_consent",
+    "0004_loyalty",
+    "0005_audit_anchor",
+]
 
 
 def _record_path(settings: Settings) -> Path:
@@ -145,6 +151,12 @@ def test_the_embedded_chain_leaves_no_record_on_disk(tmp_path: Path) -> None:
     )
     assert points.transferPolicy().call() == 0
     assert contracts["LoyaltyPoints"].migration == "0004_loyalty"
+
+    # 0005 binds the AuditAnchor to the Consortium, whose AUDITORs anchor.
+    anchor = bound("AuditAnchor")
+    assert anchor.consortium().call() == contracts["Consortium"].address
+    assert anchor.batchCount().call() == 0
+    assert contracts["AuditAnchor"].migration == "0005_audit_anchor"
 
 
 def test_migrations_are_discovered_in_number_order_and_numbers_are_unique(tmp_path: Path) -> None:

@@ -135,6 +135,7 @@ def test_readyz_names_chain_contracts_and_database(client: TestClient) -> None:
         "PurposeRegistry",
         "ConsentLedger",
         "LoyaltyPoints",
+        "AuditAnchor",
     }
     assert client.get("/healthz").json() == {"status": "ok"}
 

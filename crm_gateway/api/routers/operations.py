@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response, status
 from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
 
 from crm_gateway.api.deps import Caller, CallerDep, IdempotencyKeyDep
 from crm_gateway.api.services import OperationsDep, RuntimeDep
@@ -67,13 +68,21 @@ class WriteRequest:
     # Waits until the read model includes a block (None where no indexer runs).
     wait_for_index: Callable[[int, float], bool] | None = None
 
-    def submit(self, write: ChainWrite, payload: Any) -> OperationView:
-        """Queue a plain chain write (no off-chain part)."""
+    def submit(
+        self,
+        write: ChainWrite,
+        payload: Any,
+        *,
+        off_chain: Callable[[Session], None] | None = None,
+    ) -> OperationView:
+        """Queue a chain write; `off_chain` writes in the same transaction (an access-log entry,
+        say) and is not run again for a replayed idempotency key."""
         view, created = self.operations.submit(
             write,
             api_key_id=self.caller.api_key_id,
             idempotency_key=self.idempotency_key,
             payload=payload,
+            off_chain=off_chain,
         )
         if not created:
             self.response.headers["Idempotent-Replayed"] = "true"
@@ -104,9 +113,15 @@ class WriteRequest:
         self.response.status_code = settled_status if view.settled else status.HTTP_202_ACCEPTED
         return view
 
-    def answer(self, write: ChainWrite, payload: Any) -> OperationOut:
+    def answer(
+        self,
+        write: ChainWrite,
+        payload: Any,
+        *,
+        off_chain: Callable[[Session], None] | None = None,
+    ) -> OperationOut:
         """Queue a write and answer with its operation."""
-        return OperationOut.of(self.settle(self.submit(write, payload)))
+        return OperationOut.of(self.settle(self.submit(write, payload, off_chain=off_chain)))
 
 
 def get_write_request(

@@ -8,10 +8,12 @@ from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel
 
 from crm_gateway.api.deps import CallerDep
+from crm_gateway.api.routers.audit import AuditDep, actor_of
 from crm_gateway.api.routers.operations import OperationOut, WriteDep
 from crm_gateway.api.schemas import EthAddress, StrictModel
 from crm_gateway.api.services import AccessDep
 from crm_gateway.services.access import Role
+from crm_gateway.store.models import AccessAction
 
 router = APIRouter(prefix="/v1/roles", tags=["roles"])
 
@@ -62,14 +64,34 @@ def account_roles(
 
 
 @router.post("/grants", response_model=OperationOut, status_code=202)
-def grant_role(body: RoleChange, request: WriteDep, access: AccessDep) -> OperationOut:
-    """Grant a role to an account; it joins your organisation. Needs an ORG_ADMIN key."""
-    write = access.grant(request.caller.account, body.role, body.account)
-    return request.answer(write, body.model_dump(mode="json"))
+def grant_role(
+    body: RoleChange, request: WriteDep, access: AccessDep, audit: AuditDep
+) -> OperationOut:
+    """Grant a role to an account; it joins your organisation. Needs an ORG_ADMIN key.
+
+    The grant (or its refusal) is written to the access log."""
+    write, off_chain = audit.role_change(
+        actor_of(request.caller),
+        AccessAction.ROLE_GRANT,
+        body.role.value,
+        body.account,
+        lambda: access.grant(request.caller.account, body.role, body.account),
+    )
+    return request.answer(write, body.model_dump(mode="json"), off_chain=off_chain)
 
 
 @router.post("/revocations", response_model=OperationOut, status_code=202)
-def revoke_role(body: RoleChange, request: WriteDep, access: AccessDep) -> OperationOut:
-    """Revoke a role from an account of your organisation. Needs an ORG_ADMIN key."""
-    write = access.revoke(request.caller.account, body.role, body.account)
-    return request.answer(write, body.model_dump(mode="json"))
+def revoke_role(
+    body: RoleChange, request: WriteDep, access: AccessDep, audit: AuditDep
+) -> OperationOut:
+    """Revoke a role from an account of your organisation. Needs an ORG_ADMIN key.
+
+    The revocation (or its refusal) is written to the access log."""
+    write, off_chain = audit.role_change(
+        actor_of(request.caller),
+        AccessAction.ROLE_REVOKE,
+        body.role.value,
+        body.account,
+        lambda: access.revoke(request.caller.account, body.role, body.account),
+    )
+    return request.answer(write, body.model_dump(mode="json"), off_chain=off_chain)

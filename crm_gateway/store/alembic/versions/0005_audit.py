@@ -13,6 +13,7 @@ Create Date: 2025-11-25
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -118,7 +119,8 @@ def upgrade() -> None:
 
 
 def _chain_existing_entries(bind: sa.Connection) -> None:
-    seqs = [int(seq) for seq in bind.execute(sa.select(_log.c.seq).order_by(_log.c.seq)).scalars()]
+    found: Sequence[Any] = bind.execute(sa.select(_log.c.seq).order_by(_log.c.seq)).scalars().all()
+    seqs: list[int] = [int(seq) for seq in found]
     if seqs != list(range(1, len(seqs) + 1)):
         # Negate first, so that no new number collides with an old one half-way.
         bind.execute(sa.update(_log).values(seq=-_log.c.seq))

@@ -1,0 +1,168 @@
+"""Check the chain itself: every block links back to genesis, every recorded contract is there.
+
+`verify_chain` reads the headers from genesis to the head in bounded ranges (one JSON-RPC batch
+of `eth_getBlockByNumber` per range where the node takes batches; one call per block on the
+embedded chain, which is slow for long chains but fine for tests) and checks that each block's
+parent hash is the hash of the block before it, and that block 0 has a zero parent. Then every
+contract of the deployment record must still have code, and its deployment transaction's receipt
+must name the recorded address and block. `recorded` blocks (those of the access log's anchors)
+must still hold the hashes the gateway saw when they were mined, so a reorg below an anchor, or a
+different chain under the same id, is named. Block hashes are the node's: checking them against
+the header fields would need each network's header rules (QBFT seals differ), so the links are
+checked, not the hashes' preimages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+from web3 import Web3
+from web3.types import RPCEndpoint
+
+from crm_gateway.chain.connection import Chain
+from crm_gateway.chain.deployments import DeploymentRecord
+
+DEFAULT_RANGE = 200
+_ZERO_HASH = "0x" + "00" * 32
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    head: int
+    blocks: int
+    deployments: int
+    problem: str | None
+
+    @property
+    def intact(self) -> bool:
+        return self.problem is None
+
+    @property
+    def summary(self) -> str:
+        if self.problem is not None:
+            return self.problem
+        return (
+            f"intact: blocks 0 to {self.head} link back to genesis, "
+            f"{self.deployments} recorded contracts have their code"
+        )
+
+
+def _hex(value: Any) -> str:
+    if isinstance(value, bytes | bytearray):
+        return "0x" + bytes(value).hex()
+    return str(value).lower()
+
+
+def block_headers(w3: Web3, first: int, last: int) -> list[tuple[int, str, str]]:
+    """`(number, hash, parent hash)` of blocks `first..last`, one batch where supported."""
+    batch = getattr(w3.provider, "make_batch_request", None)
+    if batch is not None:
+        try:
+            responses = batch(
+                [
+                    (RPCEndpoint("eth_getBlockByNumber"), [hex(n), False])
+                    for n in range(first, last + 1)
+                ]
+            )
+        except NotImplementedError:
+            responses = None
+        if isinstance(responses, list):
+            headers = []
+            for response in cast(list[dict[str, Any]], responses):
+                block = response.get("result")
+                if not block:
+                    raise RuntimeError(f"the node did not return a block: {response.get('error')}")
+                headers.append(
+                    (int(block["number"], 16), _hex(block["hash"]), _hex(block["parentHash"]))
+                )
+            return sorted(headers)
+    found = []
+    for number in range(first, last + 1):
+        block = w3.eth.get_block(number)
+        found.append((number, _hex(block["hash"]), _hex(block["parentHash"])))
+    return found
+
+
+def verify_chain(
+    chain: Chain,
+    record: DeploymentRecord,
+    *,
+    recorded: Mapping[int, tuple[str, str]] | None = None,
+    block_range: int = DEFAULT_RANGE,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> ChainReport:
+    """Walk the headers and the deployment record; stop at the first problem.
+
+    `recorded`: block number -> (hash the gateway saw there, what it anchored there).
+    """
+    w3 = chain.w3
+    head = chain.latest_block()
+    recorded = recorded or {}
+    hashes: dict[int, str] = {}
+    previous: str | None = None
+    for first in range(0, head + 1, block_range):
+        last = min(head, first + block_range - 1)
+        for number, block_hash, parent in block_headers(w3, first, last):
+            if number == 0 and parent != _ZERO_HASH:
+                return ChainReport(head, number, 0, f"block 0 has a parent ({parent})")
+            if number > 0 and parent != previous:
+                return ChainReport(
+                    head,
+                    number,
+                    0,
+                    f"block {number}'s parent hash {parent} is not the hash of block "
+                    f"{number - 1} ({previous}): the chain does not link back to genesis",
+                )
+            seen = recorded.get(number)
+            if seen is not None and seen[0].lower() != block_hash:
+                return ChainReport(
+                    head,
+                    number,
+                    0,
+                    f"block {number} is {block_hash} on the chain, not {seen[0]} where "
+                    f"{seen[1]} was mined: the chain was reorganised or replaced below it",
+                )
+            hashes[number] = block_hash
+            previous = block_hash
+        if on_progress is not None:
+            on_progress(last + 1, head + 1)
+    missing = [n for n in recorded if n > head]
+    if missing:
+        number = min(missing)
+        return ChainReport(
+            head,
+            head + 1,
+            0,
+            f"block {number}, where {recorded[number][1]} was mined, is beyond the chain head "
+            f"{head}: the chain was reset or replaced",
+        )
+    for name, deployed in sorted(record.contracts.items()):
+        problem = _check_deployment(
+            w3, chain, name, deployed.address, deployed.tx_hash, deployed.block_number
+        )
+        if problem is not None:
+            return ChainReport(head, head + 1, 0, problem)
+    return ChainReport(head, head + 1, len(record.contracts), None)
+
+
+def _check_deployment(
+    w3: Web3, chain: Chain, name: str, address: str, tx_hash: str, block_number: int
+) -> str | None:
+    if not chain.has_code(address):
+        return f"{name} has no code at its recorded address {address}"
+    try:
+        receipt = w3.eth.get_transaction_receipt(cast(Any, tx_hash))
+    except Exception:
+        return f"{name}'s deployment transaction {tx_hash} is not on the chain"
+    if (
+        int(receipt["blockNumber"]) != block_number
+        or str(receipt.get("contractAddress") or "").lower() != address.lower()
+    ):
+        return (
+            f"{name}'s deployment transaction {tx_hash} created "
+            f"{receipt.get('contractAddress')} in block {receipt['blockNumber']}, "
+            f"not {address} in block {block_number} as recorded"
+        )
+    return None
