@@ -14,9 +14,15 @@ from sqlalchemy import select
 from crm_gateway.audit.merkle import leaf_hash, verify_proof
 from crm_gateway.runtime import Runtime
 from crm_gateway.store.models import AccessLogEntry
-from tests.gateway.conftest import wait_until
+from tests.gateway.conftest import DATABASES, wait_until
 
 ALICE = {"given_name": "Alice", "email": "alice@example.com", "phone": "020 7946 0958"}
+
+
+@pytest.fixture(params=DATABASES)
+def gateway_database(request: pytest.FixtureRequest) -> str:
+    """Every test here runs on SQLite and on the machine's PostgreSQL."""
+    return str(request.param)
 
 
 @pytest.fixture
@@ -309,3 +315,26 @@ def test_role_and_key_changes_are_in_the_log(
     assert issued
     assert all("crm_" not in (e.reason or "") for e in issued)
     assert all(e.customer_id is None for e in issued)
+
+
+def test_the_worker_anchors_with_the_auditor_key_the_gateway_holds(
+    client: TestClient, role_key: Callable[[str], dict[str, str]], runtime: Runtime
+) -> None:
+    worker = runtime.anchor_worker
+    assert worker.running  # started with the app; its first round waits a full interval
+    assert runtime.anchor_signer() is None
+    assert worker.run_once() == 0  # no AUDITOR in the keystore: nothing is anchored
+    role_key("AUDITOR")
+    signer = runtime.anchor_signer()
+    assert signer is not None
+    assert worker.run_once() == 1
+
+    def anchored() -> bool:
+        runtime.anchorer.refresh()
+        return [b.status for b in runtime.anchorer.batches()] == ["anchored"]
+
+    wait_until(anchored)
+    (batch,) = runtime.anchorer.batches()
+    assert batch.operation_id
+    # The next round finds only the entries logged since (here: none).
+    assert worker.run_once() == 0

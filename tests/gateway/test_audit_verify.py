@@ -32,11 +32,17 @@ from crm_gateway.store.models import (
     AuditChainHead,
     CustomerRecord,
 )
-from tests.gateway.conftest import wait_until
+from tests.gateway.conftest import DATABASES, wait_until
 
 LOG = cast(Table, AccessLogEntry.__table__)
 BATCHES = cast(Table, AuditBatch.__table__)
 HEAD = cast(Table, AuditChainHead.__table__)
+
+
+@pytest.fixture(params=DATABASES)
+def gateway_database(request: pytest.FixtureRequest) -> str:
+    """Every test here runs on SQLite and on the machine's PostgreSQL."""
+    return str(request.param)
 
 
 @dataclasses.dataclass
