@@ -209,14 +209,10 @@ class AuditService:
     ) -> dict[str, Any]:
         """Check an inclusion proof in Python (against `root`, or the root on-chain) and through
         the contract's `verify` view (and `verifyEntry` when the entry is given)."""
-        if (leaf is None) == (seq is None or entry_hash is None):
+        if seq is not None and entry_hash is not None and leaf is None:
+            leaf = leaf_hash(seq, entry_hash)
+        elif leaf is None or seq is not None or entry_hash is not None:
             raise DomainError("give either leaf, or seq and entry_hash")
-        if seq is not None and entry_hash is not None:
-            computed_leaf = leaf_hash(seq, entry_hash)
-            if leaf is not None and leaf != computed_leaf:
-                raise DomainError("leaf is not the leaf of seq and entry_hash")
-            leaf = computed_leaf
-        assert leaf is not None
         anchor = self._contracts[ANCHOR_CONTRACT]
         count = int(anchor.functions.batchCount().call())
         if not 1 <= batch_id <= count:
