@@ -9,7 +9,16 @@ from fastapi import FastAPI, Request
 from requests.exceptions import ConnectionError as RequestsConnectionError
 
 from crm_gateway.api.errors import ProblemResponse, install_problem_handlers, problem_response
-from crm_gateway.api.routers import audit, consents, customers, health, operations, orgs, roles
+from crm_gateway.api.routers import (
+    audit,
+    consents,
+    customers,
+    health,
+    loyalty,
+    operations,
+    orgs,
+    roles,
+)
 from crm_gateway.chain.connection import ChainUnavailable
 from crm_gateway.config import Settings, get_settings
 from crm_gateway.runtime import Runtime, build_runtime
@@ -55,6 +64,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         roles.router,
         customers.router,
         consents.router,
+        loyalty.router,
         operations.router,
         audit.router,
     ):

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 
 from crm_gateway.api.deps import CallerDep
+from crm_gateway.api.routers.loyalty import LoyaltyDep
 from crm_gateway.api.routers.operations import OperationOut, WriteDep
 from crm_gateway.api.schemas import Bytes32Hex, StrictModel
 from crm_gateway.api.services import ConsentDep
@@ -149,10 +150,15 @@ def relay_consents(
 
 @router.post("/v1/transactions/raw", response_model=RawTransactionOut, status_code=202)
 def broadcast_raw(
-    body: RawTransactionIn, _caller: CallerDep, consent: ConsentDep
+    body: RawTransactionIn, _caller: CallerDep, consent: ConsentDep, loyalty: LoyaltyDep
 ) -> RawTransactionOut:
-    """Broadcast a customer's own signed `setConsent` transaction from their registered wallet."""
-    return RawTransactionOut(tx_hash=consent.broadcast_raw(bytes.fromhex(body.raw[2:])))
+    """Broadcast a customer's own signed transaction from their registered wallet: `setConsent`
+    to the ConsentLedger, or `transfer`, `transferFrom`, `approve` or `permit` to the loyalty
+    token (as `POST /v1/loyalty/transfer`)."""
+    raw = bytes.fromhex(body.raw[2:])
+    if loyalty.is_token_transaction(raw):
+        return RawTransactionOut(tx_hash=loyalty.broadcast_raw(raw))
+    return RawTransactionOut(tx_hash=consent.broadcast_raw(raw))
 
 
 @router.get("/v1/consents/check", response_model=ConsentCheckOut)
