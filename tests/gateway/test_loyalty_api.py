@@ -28,6 +28,7 @@ from web3.logs import DISCARD
 from crm_gateway.chain.fees import fee_fields
 from crm_gateway.config import ChainKind
 from crm_gateway.runtime import Runtime, build_runtime
+from crm_gateway.store.db import session_scope
 from crm_gateway.store.models import Operation
 from tests.conftest import deploy_unless_embedded, free_port, make_settings
 from tests.gateway.conftest import add_organization, events, wait_until
@@ -44,9 +45,14 @@ def gateway_chain(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def runtime(tmp_path: Path, gateway_chain: str) -> Iterator[Runtime]:
-    if gateway_chain == "embedded":
-        runtime = build_runtime(make_settings(tmp_path))
+def runtime(
+    tmp_path: Path, gateway_chain: str, request: pytest.FixtureRequest
+) -> Iterator[Runtime]:
+    if gateway_chain.startswith("embedded"):
+        overrides = {}
+        if gateway_chain == "embedded-postgres":
+            overrides["database_url"] = request.getfixturevalue("postgres_schema_url")
+        runtime = build_runtime(make_settings(tmp_path, **overrides))
         yield runtime
         runtime.close()
         return
@@ -226,7 +232,13 @@ def coalition(
 
 
 @pytest.mark.parametrize(
-    "gateway_chain", ["embedded", pytest.param("anvil", marks=pytest.mark.anvil)], indirect=True
+    "gateway_chain",
+    [
+        "embedded",
+        pytest.param("embedded-postgres", marks=pytest.mark.postgres),
+        pytest.param("anvil", marks=pytest.mark.anvil),
+    ],
+    indirect=True,
 )
 def test_fabric_token_erc20_sample_through_the_api(coalition: Coalition) -> None:
     """The Fabric sample's numbers, with its roles mapped onto the coalition:
@@ -311,6 +323,14 @@ def test_fabric_token_erc20_sample_through_the_api(coalition: Coalition) -> None
     ]
     assert history["movements"][0]["org_id"] == 1
     assert history["movements"][0]["merchant"] == world.merchant_account
+
+    # The projection is a function of the stored events: rebuilt, it answers the same.
+    before_rebuild = [world.balance(p) for p in (a, b, c)]
+    with session_scope(world.runtime.session_factory) as session:
+        world.runtime.index_worker.indexer.rebuild_projections(session)
+    assert [world.balance(p) for p in (a, b, c)] == before_rebuild
+    rebuilt = world.client.get(f"/v1/loyalty/{a.customer_id}/history", headers=world.merchant)
+    assert rebuilt.json()["movements"] == history["movements"]
 
 
 # ------------------------------------------------------------------------------------------------
