@@ -15,6 +15,7 @@ from eth_utils.crypto import keccak
 from sqlalchemy import Connection, Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from crm_gateway.indexer.loyalty_read_model import LoyaltyQueries
 from crm_gateway.indexer.scanner import CURSOR_NAME
 from crm_gateway.store.models import (
     CustomerStatus,
@@ -161,8 +162,10 @@ class ConsentDecision:
     receipt_hash: str | None = None
 
 
-class ReadModel:
-    """Queries over the `rm_*` tables; each opens one pooled connection and does no chain I/O."""
+class ReadModel(LoyaltyQueries):
+    """Queries over the `rm_*` tables; each opens one pooled connection and does no chain I/O.
+
+    The loyalty queries (`balance`, `movements`, `settlement`) are `LoyaltyQueries`'."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine

@@ -12,7 +12,6 @@ from crm_gateway.api.deps import CallerDep
 from crm_gateway.api.routers.operations import OperationOut, WriteDep
 from crm_gateway.api.schemas import Bytes32Hex, EthAddress, StrictModel
 from crm_gateway.api.services import RuntimeDep
-from crm_gateway.indexer.loyalty_read_model import LoyaltyQueries
 from crm_gateway.runtime import Runtime
 from crm_gateway.services.errors import ChainRefusedError, DomainError
 from crm_gateway.services.loyalty import LoyaltyService, Period
@@ -52,7 +51,7 @@ def _loyalty_service(runtime: Runtime) -> LoyaltyService:
 
     return LoyaltyService(
         contracts=runtime.contracts,
-        loyalty=LoyaltyQueries(read_model.engine),
+        loyalty=read_model,
         roles=read_model,
         customer_wallet=customer_wallet,
         org_names=lambda: {o.org_id: o.name for o in read_model.organizations()},
