@@ -324,6 +324,14 @@ def test_fabric_token_erc20_sample_through_the_api(coalition: Coalition) -> None
     assert history["movements"][0]["org_id"] == 1
     assert history["movements"][0]["merchant"] == world.merchant_account
 
+    settled = world.client.get(
+        "/v1/loyalty/settlement", params={"period": "day"}, headers=world.merchant
+    ).json()
+    assert [(o["org_id"], o["issued"], o["redeemed"], o["net"]) for o in settled["totals"]] == [
+        (1, 5000, 0, 5000)
+    ]
+    assert len(settled["periods"]) == 1
+
     # The projection is a function of the stored events: rebuilt, it answers the same.
     before_rebuild = [world.balance(p) for p in (a, b, c)]
     with session_scope(world.runtime.session_factory) as session:
