@@ -89,7 +89,14 @@ def connect(settings: Settings, *, rpc_url: str | None = None) -> Chain:
             if kind is ChainKind.ANVIL
             else settings.rpc_url
         )
-        provider = HTTPProvider(url, request_kwargs={"timeout": settings.rpc_timeout_seconds})
+        provider = HTTPProvider(
+            url,
+            request_kwargs={"timeout": settings.rpc_timeout_seconds},
+            # web3 checks the chain id of every call, estimate and transaction with an
+            # `eth_chainId` round trip of its own; the id is checked once, below, and kept.
+            cache_allowed_requests=True,
+            cacheable_requests={RPCEndpoint("eth_chainId")},
+        )
         chain = Chain(kind=kind, w3=Web3(provider), rpc_url=url)
     expected = settings.expected_chain_id
     if kind is ChainKind.ANVIL:

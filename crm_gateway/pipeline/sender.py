@@ -17,8 +17,9 @@ from requests.exceptions import ConnectionError as RequestsConnectionError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
-from web3.exceptions import Web3Exception
+from web3.exceptions import ContractLogicError, Web3Exception
 
+from crm_gateway.chain.calls import call_data
 from crm_gateway.chain.contracts import Contracts
 from crm_gateway.chain.fees import fee_fields
 from crm_gateway.chain.keystore import Keystore
@@ -62,6 +63,7 @@ class Sender:
         self._batch_size = batch_size
         self._max_items = max_batch_items
         self._max_gas = max_batch_gas
+        self._access_lists = True
 
     def run_once(self) -> int:
         """Submit the pending rows in order, batched where they can be; return how many."""
@@ -107,10 +109,10 @@ class Sender:
             if batcher is None or account is None:
                 return all(self._submit(seq) for seq in sequence)
             try:
-                call = self._contracts[batcher.contract].functions[batcher.batch](
-                    *batcher.combine([op.args for op in live])
-                )
-                estimate = call.estimate_gas({"from": account.address})
+                combined = batcher.combine([op.args for op in live])
+                call = self._contracts[batcher.contract].functions[batcher.batch](*combined)
+                data = _data(call, combined)
+                estimate = self._estimate(call, data, account.address)
             except TRANSIENT_ERRORS as exc:
                 log.warning("chain unreachable while simulating a batch: %s", exc)
                 return False
@@ -125,7 +127,7 @@ class Sender:
                         sequence[half:]
                     )
                 return all(self._submit(seq) for seq in sequence)
-            tx = self._sign(session, live, call, estimate, account)
+            tx = self._sign(session, live, call.address, data, estimate, account)
             if tx is None:
                 return False
             session.commit()
@@ -148,7 +150,8 @@ class Sender:
                 call = self._contracts[operation.contract].functions[operation.function](
                     *operation.args
                 )
-                estimate = call.estimate_gas({"from": account.address})
+                data = _data(call, operation.args)
+                estimate = self._estimate(call, data, account.address)
             except TRANSIENT_ERRORS as exc:
                 log.warning("chain unreachable while simulating %s: %s", operation.id, exc)
                 return False
@@ -164,7 +167,7 @@ class Sender:
                 session.commit()
                 return True
 
-            tx = self._sign(session, [operation], call, estimate, account)
+            tx = self._sign(session, [operation], call.address, data, estimate, account)
             if tx is None:
                 return False
             session.commit()
@@ -172,26 +175,55 @@ class Sender:
             session.commit()
             return True
 
+    def _estimate(self, call: Any, data: str, sender: str) -> int:
+        """The gas the call needs; the transaction gets this times the gas limit multiplier.
+
+        `eth_estimateGas` binary-searches, executing the call a dozen times: 130 ms for a batch
+        of a hundred consent changes on Anvil, the sender's largest cost. So the call is run
+        once to learn the gas it uses (`eth_createAccessList`, which Geth, Besu, GoQuorum and
+        Anvil answer with `gasUsed`), and once more by `eth_call` with the gas limit it will be
+        sent with: if that succeeds, so does the transaction in this state. Anything else (a
+        revert, a refund or a contract wallet's gas allowance needing more gas along the way, a
+        node without `eth_createAccessList`) goes to `eth_estimateGas` as before.
+        """
+        w3 = self._contracts.chain.w3
+        tx: Any = {"from": sender, "to": call.address, "data": data}
+        if self._access_lists:
+            try:
+                used = int(w3.eth.create_access_list(tx)["gasUsed"])
+                checked: Any = {**tx, "gas": int(used * self._multiplier)}
+                w3.eth.call(checked)
+                return used
+            except TRANSIENT_ERRORS:
+                raise
+            except ContractLogicError:
+                pass  # estimate it below, which raises the revert the caller decodes
+            except Exception as exc:
+                log.info("no gas from eth_createAccessList (%s); using eth_estimateGas", exc)
+                self._access_lists = False
+        return int(w3.eth.estimate_gas(tx))
+
     def _sign(
         self,
         session: Session,
         operations: Sequence[Operation],
-        call: Any,
+        to: str,
+        data: str,
         estimate: int,
         account: Any,
     ) -> ChainTransaction | None:
         w3 = self._contracts.chain.w3
         for _attempt in range(3):
             nonce = self._nonces.allocate(session, account.address)
-            params = call.build_transaction(
-                {
-                    "from": account.address,
-                    "nonce": nonce,
-                    "gas": int(estimate * self._multiplier),
-                    "chainId": self._contracts.chain.chain_id,
-                    **fee_fields(w3),
-                }
-            )
+            params: dict[str, Any] = {
+                "to": to,
+                "data": data,
+                "value": 0,
+                "nonce": nonce,
+                "gas": int(estimate * self._multiplier),
+                "chainId": self._contracts.chain.chain_id,
+                **fee_fields(w3),
+            }
             signed = account.sign_transaction(params)
             tx = ChainTransaction(
                 sender=account.address,
@@ -218,6 +250,16 @@ class Sender:
             return tx
         log.error("could not allocate a free nonce for %s", account.address)
         return None
+
+
+def _data(call: Any, args: Sequence[Any]) -> str:
+    """The calldata of `call` (a web3 contract function bound to `args`, which resolved the
+    function's ABI and checked the arguments), encoded once for both the estimate and the
+    transaction, with eth-abi directly (`chain.calls.call_data`: a tenth of web3's time)."""
+    try:
+        return call_data(call.abi, args)
+    except (ValueError, TypeError):
+        return str(call._encode_transaction_data())
 
 
 def broadcast(w3: Any, session: Session, tx: ChainTransaction) -> bool:

@@ -14,10 +14,10 @@ from typing import Any
 
 from eth_typing import HexStr
 from sqlalchemy import or_, select
-from sqlalchemy.orm import Session, sessionmaker
-from web3 import Web3
-from web3.exceptions import TransactionNotFound
-from web3.types import TxParams
+from sqlalchemy.orm import Session, defer, sessionmaker
+from web3 import HTTPProvider, Web3
+from web3.exceptions import BlockNotFound, TransactionNotFound
+from web3.types import RPCEndpoint, TxParams
 
 from crm_gateway.chain.contracts import Contracts
 from crm_gateway.pipeline.batching import batcher_for
@@ -56,6 +56,8 @@ class Watcher:
             txs = list(
                 session.scalars(
                     select(ChainTransaction)
+                    # The signed bytes (tens of kilobytes for a batch) only when resending.
+                    .options(defer(ChainTransaction.raw_tx))
                     .where(
                         or_(
                             ChainTransaction.status == ChainTransactionStatus.SENT,
@@ -66,9 +68,16 @@ class Watcher:
                     .order_by(ChainTransaction.sender, ChainTransaction.nonce)
                 )
             )
+            canonical = self._block_hashes(
+                {
+                    tx.block_number
+                    for tx in txs
+                    if tx.status != ChainTransactionStatus.SENT and tx.block_number is not None
+                }
+            )
             for tx in txs:
                 try:
-                    if self._check(session, tx):
+                    if self._check(session, tx, canonical):
                         changed += 1
                 except TRANSIENT_ERRORS as exc:
                     log.warning("chain unreachable while watching: %s", exc)
@@ -77,16 +86,26 @@ class Watcher:
                     session.commit()
         return changed
 
-    def _check(self, session: Session, tx: ChainTransaction) -> bool:
+    def _check(
+        self, session: Session, tx: ChainTransaction, canonical: dict[int, str | None]
+    ) -> bool:
         w3 = self._contracts.chain.w3
         now = datetime.now(UTC)
-        try:
-            receipt: Any = w3.eth.get_transaction_receipt(HexStr(tx.tx_hash))
-        except TransactionNotFound:
-            receipt = None
-
+        if tx.status != ChainTransactionStatus.SENT and tx.block_number is not None:
+            # Mined and recorded, waiting to become final: while the chain still has the block
+            # it was mined in, it is still there (a block's hash commits to its transactions).
+            # One header per block and round, rather than the whole receipt of every
+            # transaction (a batch's receipt holds a hundred logs) every round.
+            if tx.block_number not in canonical:
+                canonical[tx.block_number] = self._block_hash(tx.block_number)
+            if canonical[tx.block_number] == tx.block_hash:  # lower-case hex, both
+                if tx.mined_at is not None and now - tx.mined_at >= self._finality:
+                    tx.finalized_at = now
+                    return True
+                return False
+        receipt = self._receipt(tx.tx_hash)
         if receipt is not None:
-            block_hash = "0x" + bytes(receipt["blockHash"]).hex()
+            block_hash = receipt["blockHash"]
             if tx.status == ChainTransactionStatus.SENT or tx.block_hash != block_hash:
                 self._record_receipt(session, tx, receipt, block_hash, now)
                 return True
@@ -108,7 +127,11 @@ class Watcher:
             broadcast(w3, session, tx)
             return True
 
-        if tx.last_sent_at is not None and now - tx.last_sent_at < self._resubmit_after:
+        # Not seen mined yet: give its last broadcast time to land. A transaction recorded but
+        # not yet broadcast (the sender commits it first) counts from its recording: checked at
+        # once, a node whose nonce count already includes it while its receipt is not served
+        # yet (Anvil, right after mining) made it look dropped.
+        if now - (tx.last_sent_at or tx.created_at) < self._resubmit_after:
             return False
         mined_count = int(
             w3.eth.get_transaction_count(Web3.to_checksum_address(tx.sender), "latest")
@@ -128,8 +151,79 @@ class Watcher:
         broadcast(w3, session, tx)
         return True
 
+    def _receipt(self, tx_hash: str) -> dict[str, Any] | None:
+        """A transaction's receipt (None while there is none): `blockHash` as lower-case hex,
+        `blockNumber`, `gasUsed` and `status` as integers, and its `logs`.
+
+        Over HTTP the node's JSON is used as it is: web3's formatting of a receipt with a
+        hundred logs (a batch of consent changes) takes longer than fetching it.
+        """
+        w3 = self._contracts.chain.w3
+        if isinstance(w3.provider, HTTPProvider):
+            answer: Any = w3.provider.make_request(
+                RPCEndpoint("eth_getTransactionReceipt"), [tx_hash]
+            )
+            if "error" not in answer:
+                raw = answer.get("result")
+                if raw is None:
+                    return None
+                return {
+                    "blockHash": str(raw["blockHash"]).lower(),
+                    "blockNumber": int(raw["blockNumber"], 16),
+                    "gasUsed": int(raw["gasUsed"], 16),
+                    "status": int(raw["status"], 16),
+                    "logs": raw["logs"],
+                }
+        try:
+            receipt: Any = w3.eth.get_transaction_receipt(HexStr(tx_hash))
+        except TransactionNotFound:
+            return None
+        return {
+            "blockHash": "0x" + bytes(receipt["blockHash"]).hex(),
+            "blockNumber": int(receipt["blockNumber"]),
+            "gasUsed": int(receipt["gasUsed"]),
+            "status": int(receipt["status"]),
+            "logs": receipt["logs"],
+        }
+
+    def _block_hashes(self, numbers: set[int]) -> dict[int, str | None]:
+        """The hash of each of the chain's blocks `numbers` now (None for a block it lacks), in
+        one JSON-RPC batch where the provider takes batches."""
+        ordered = sorted(numbers)
+        provider: Any = self._contracts.chain.w3.provider
+        if ordered and hasattr(provider, "make_batch_request"):
+            try:
+                answers = provider.make_batch_request(
+                    [
+                        (RPCEndpoint("eth_getBlockByNumber"), [hex(number), False])
+                        for number in ordered
+                    ]
+                )
+            except NotImplementedError:
+                pass
+            else:
+                if isinstance(answers, list) and len(answers) == len(ordered):
+                    return {
+                        number: (str(answer["result"]["hash"]) if answer.get("result") else None)
+                        for number, answer in zip(ordered, answers, strict=True)
+                    }
+        return {number: self._block_hash(number) for number in ordered}
+
+    def _block_hash(self, number: int) -> str | None:
+        """The hash of the chain's block `number` now (None if it has no such block)."""
+        try:
+            block: Any = self._contracts.chain.w3.eth.get_block(number)
+        except BlockNotFound:
+            return None
+        return "0x" + bytes(block["hash"]).hex()
+
     def _record_receipt(
-        self, session: Session, tx: ChainTransaction, receipt: Any, block_hash: str, now: datetime
+        self,
+        session: Session,
+        tx: ChainTransaction,
+        receipt: dict[str, Any],
+        block_hash: str,
+        now: datetime,
     ) -> None:
         tx.block_number = int(receipt["blockNumber"])
         tx.block_hash = block_hash

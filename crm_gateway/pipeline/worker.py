@@ -18,24 +18,41 @@ class PipelineWorker:
     ) -> None:
         self.sender = sender
         self.watcher = watcher
+        self._sender_poll = sender_poll
+        self._watcher_poll = watcher_poll
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def running(self) -> bool:
+        return any(thread.is_alive() for thread in self._threads)
+
+    def start(self, *, sender: bool = True) -> None:
+        """Start the sender and watcher threads (again, after `stop`); a no-op while running.
+
+        Without `sender`, only the watcher runs here: the caller sends (`sender.run_once`).
+        """
+        if self.running:
+            return
+        self._stop.clear()
         self._threads = [
             threading.Thread(
                 target=self._loop,
-                args=(sender.run_once, sender_poll, self._wake),
-                name="pipeline-sender",
-                daemon=True,
-            ),
-            threading.Thread(
-                target=self._loop,
-                args=(watcher.run_once, watcher_poll, self._stop),
+                args=(self.watcher.run_once, self._watcher_poll, self._stop),
                 name="pipeline-watcher",
                 daemon=True,
             ),
         ]
-
-    def start(self) -> None:
+        if sender:
+            self._threads.append(
+                threading.Thread(
+                    target=self._loop,
+                    args=(self.sender.run_once, self._sender_poll, self._wake),
+                    name="pipeline-sender",
+                    daemon=True,
+                )
+            )
         for thread in self._threads:
             thread.start()
 

@@ -127,6 +127,32 @@ def test_a_crash_between_signing_and_broadcast_is_recovered_after_restart(
     assert len(_role_granted_events(restarted, write.args[1])) == 1
 
 
+def test_a_transaction_recorded_but_not_yet_broadcast_is_left_to_the_sender_for_a_while(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The sender commits the signed transaction before broadcasting it. The watcher must not
+    # judge it meanwhile: a node may already count the nonce of a transaction it just mined
+    # before it serves the receipt, which made a mined batch look "nonce consumed" under load.
+    class Crash(BaseException):
+        pass
+
+    def crash(*_args: Any) -> bool:
+        raise Crash
+
+    view = _submit(runtime, _grant(runtime))
+    monkeypatch.setattr(sender_module, "broadcast", crash)
+    with pytest.raises(Crash):
+        runtime.pipeline.sender.run_once()
+    monkeypatch.undo()
+    runtime.pipeline.watcher.run_once()
+    with runtime.session_factory() as session:
+        tx = session.scalars(select(ChainTransaction)).one()
+        assert (tx.status, tx.broadcast_count) == (ChainTransactionStatus.SENT, 0)
+    # After RESUBMIT_AFTER_SECONDS it is the watcher's to send (the sender may have died).
+    [settled] = _settle(runtime, view.id)
+    assert settled.status == "confirmed"
+
+
 def test_a_transaction_the_node_forgot_is_sent_again(
     chain_settings: Settings, tmp_path: Any
 ) -> None:
