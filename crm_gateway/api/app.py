@@ -58,12 +58,13 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.add_exception_handler(DomainError, _domain_problem)
     app.add_exception_handler(ChainUnavailable, _chain_unreachable)
     app.add_exception_handler(RequestsConnectionError, _chain_unreachable)
+    # Routes are matched in order, one by one: the hot reads (consent checks) come first.
     for router in (
         health.router,
+        consents.router,
         orgs.router,
         roles.router,
         customers.router,
-        consents.router,
         loyalty.router,
         operations.router,
         audit.router,

@@ -10,6 +10,7 @@ on `app.state`; everything else is injected from there, so tests build an app wi
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated, Final
@@ -17,17 +18,25 @@ from typing import Annotated, Final
 from fastapi import Depends, Header, Request, Security
 from fastapi.security import APIKeyHeader
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
 from crm_gateway.api.errors import BadRequest, FieldError, Unauthorized
 from crm_gateway.config import Settings
-from crm_gateway.security.apikeys import authenticate
+from crm_gateway.security.apikeys import authenticate, hash_api_key
 
 API_KEY_HEADER: Final = "X-API-Key"
 IDEMPOTENCY_KEY_HEADER: Final = "Idempotency-Key"
 _IDEMPOTENCY_KEY_RE: Final = re.compile(r"[\x20-\x7e]{1,255}", re.ASCII)
+#: How long a successful API-key lookup is reused: a revoked key stops working within this time.
+API_KEY_CACHE_SECONDS: Final = 2.0
+API_KEY_CACHE_ENTRIES: Final = 10_000
+
+# Dependencies that do no I/O are `async def`: FastAPI runs a plain `def` dependency in its
+# thread pool, one hand-off per dependency per request, which under load cost more than the
+# work they do.
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     """The app's settings (`app.state.settings`)."""
     settings: Settings = request.app.state.settings
     return settings
@@ -66,29 +75,81 @@ _api_key_scheme = APIKeyHeader(
 )
 
 
-def require_api_key(
+class CallerCache:
+    """Callers of API keys that authenticated in the last `ttl` seconds, by the key's hash.
+
+    Every request authenticates; without this each one read the `api_keys` table. Only keys
+    that authenticated are kept (an unknown or revoked key is looked up every time), and an
+    entry is dropped `ttl` seconds after its lookup, so a key revoked in the database (by
+    `crm-chaincode apikeys revoke`, another process) is refused within `ttl` seconds.
+    """
+
+    def __init__(
+        self, ttl: float = API_KEY_CACHE_SECONDS, max_entries: int = API_KEY_CACHE_ENTRIES
+    ):
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[float, Caller]] = {}
+
+    def get(self, key_hash: str) -> Caller | None:
+        entry = self._entries.get(key_hash)
+        if entry is None:
+            return None
+        if time.monotonic() >= entry[0]:
+            self._entries.pop(key_hash, None)
+            return None
+        return entry[1]
+
+    def put(self, key_hash: str, caller: Caller) -> None:
+        if self.ttl <= 0:
+            return
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        self._entries[key_hash] = (time.monotonic() + self.ttl, caller)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+def _lookup(factory: sessionmaker[Session], api_key: str) -> Caller | None:
+    # A session of its own, closed at once, so no transaction stays open while the route runs
+    # (a `?wait=true` request may last many seconds).
+    with factory() as session:
+        row = authenticate(session, api_key)
+        if row is None:
+            return None
+        return Caller(api_key_id=row.id, org_id=row.org_id, account=row.account, role=row.role)
+
+
+async def require_api_key(
     request: Request,
     api_key: Annotated[str | None, Security(_api_key_scheme)] = None,
 ) -> Caller:
     """The caller behind `X-API-Key`; 401 problem when the header is missing or the key invalid.
 
-    The lookup uses a session of its own, closed at once, so no transaction stays open while the
-    route runs (a `?wait=true` request may last many seconds).
+    A key seen in the last `API_KEY_CACHE_SECONDS` is answered from memory (`CallerCache`, one
+    per app); otherwise the database is asked, in the thread pool.
     """
     if not api_key:
         raise Unauthorized(f"missing {API_KEY_HEADER} header")
-    factory: sessionmaker[Session] = request.app.state.session_factory
-    with factory() as session:
-        row = authenticate(session, api_key)
-        if row is None:
+    state = request.app.state
+    cache: CallerCache | None = getattr(state, "caller_cache", None)
+    if cache is None:
+        cache = state.caller_cache = CallerCache()
+    key_hash = hash_api_key(api_key)
+    caller = cache.get(key_hash)
+    if caller is None:
+        caller = await run_in_threadpool(_lookup, state.session_factory, api_key)
+        if caller is None:
             raise Unauthorized("invalid API key")
-        return Caller(api_key_id=row.id, org_id=row.org_id, account=row.account, role=row.role)
+        cache.put(key_hash, caller)
+    return caller
 
 
 CallerDep = Annotated[Caller, Depends(require_api_key)]
 
 
-def idempotency_key(
+async def idempotency_key(
     value: Annotated[
         str | None,
         Header(

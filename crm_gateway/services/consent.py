@@ -16,17 +16,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
-from eth_account import Account
-from eth_account.messages import encode_typed_data
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 from web3.contract import Contract
 
+from crm_gateway.chain.calls import call_batch
 from crm_gateway.chain.contracts import Contracts
+from crm_gateway.chain.eip712 import StructHasher, domain_separator, recover_signer
 from crm_gateway.chain.rawtx import MalformedTransactionError, decode_raw_transaction
-from crm_gateway.indexer.read_model import ConsentChangeView, ReadModel
+from crm_gateway.indexer.read_model import ConsentChangeView, ConsentDecision, ReadModel
 from crm_gateway.pipeline.outbox import ChainWrite
 from crm_gateway.services.access import AccessService, Role
 from crm_gateway.services.errors import (
@@ -65,8 +66,10 @@ class ConsentRequiredError(DomainError):
     status, slug, title = 403, "consent-required", "Consent required"
 
 
+@lru_cache(maxsize=4096)
 def purpose_id(purpose: str) -> str:
-    """The on-chain id of a purpose: a `0x` id as given, or keccak256 of its slug."""
+    """The on-chain id of a purpose: a `0x` id as given, or keccak256 of its slug (cached: a
+    consent check names its purpose on every request)."""
     if _HEX32.fullmatch(purpose):
         return purpose.lower()
     if not _SLUG.fullmatch(purpose):
@@ -75,6 +78,38 @@ def purpose_id(purpose: str) -> str:
             field="purpose",
         )
     return "0x" + keccak(text=purpose).hex()
+
+
+#: The ConsentLedger's `ConsentChange` typed-data struct, field by field.
+_CONSENT_CHANGE_FIELDS: tuple[tuple[str, str], ...] = (
+    ("customerId", "bytes32"),
+    ("purposeId", "bytes32"),
+    ("orgId", "uint64"),
+    ("granted", "bool"),
+    ("expiresAt", "uint64"),
+    ("nonce", "uint256"),
+    ("deadline", "uint256"),
+)
+
+
+def _raw32(value: str) -> bytes:
+    return bytes.fromhex(value[2:])
+
+
+def _wallet(customer_id: str, record: Sequence[Any]) -> str:
+    """The registered wallet in a `CustomerRegistry.customer` record, or the contract's refusal."""
+    status, _at, wallet, _holders = record
+    if int(status) == _CUSTOMER_ERASED:
+        raise _refused("CustomerIsErased", "the customer was erased", customerId=customer_id)
+    if int(status) != _CUSTOMER_ACTIVE:
+        raise _refused("UnknownCustomer", "no such customer on-chain", customerId=customer_id)
+    if wallet == _ZERO_ADDRESS:
+        raise _refused(
+            "CustomerWithoutWallet",
+            "the customer has no registered wallet to sign with",
+            customerId=customer_id,
+        )
+    return str(to_checksum_address(wallet))
 
 
 def _refused(name: str, detail: str, **args: Any) -> ChainRefusedError:
@@ -118,6 +153,7 @@ class ConsentService:
         self._read_model = read_model
         self._access = AccessService(contracts)
         self._signature_ttl = signature_ttl_seconds
+        self._hasher: StructHasher | None = None
 
     @property
     def _ledger(self) -> Contract:
@@ -184,21 +220,51 @@ class ConsentService:
         return self._typed(change)
 
     def relay(self, actor: str, changes: Sequence[SignedChange]) -> ChainWrite:
-        """Check every signed change as the contract would, then queue them in one transaction."""
-        if not self._access.has_role(Role.RELAYER, actor):
+        """Check every signed change as the contract would, then queue them in one transaction.
+
+        What the contract looks up (each purpose's status, each customer's registration, wallet
+        and nonce) is asked of the chain in one JSON-RPC batch for the whole request, and the
+        signatures are checked without eth-account's typed-data parser (`chain.eip712`): a
+        relayer's batch of a few hundred changes is checked in milliseconds, not seconds.
+        """
+        if not self._read_model.has_role(Role.RELAYER.value, actor):
             raise PermissionDeniedError(
                 f"account {actor} is not a RELAYER of an active organisation",
                 required_role=Role.RELAYER.value,
             )
         if not changes:
             raise DomainError("give at least one signed change")
-        next_nonce: dict[str, int] = {}
+        purposes = list(dict.fromkeys(change.purpose_id for change in changes))
+        customers = list(dict.fromkeys(change.customer_id for change in changes))
+        registry = self._contracts[REGISTRY]
+        answers = call_batch(
+            self._contracts.chain.w3,
+            [
+                *((self._purposes, "purposeStatus", (_raw32(pid),)) for pid in purposes),
+                *((registry, "customer", (_raw32(cid),)) for cid in customers),
+                *((self._ledger, "nonces", (_raw32(cid),)) for cid in customers),
+            ],
+        )
+        n, m = len(purposes), len(customers)
+        # (exists, active): a purpose exists once it has a version (`PurposeRegistry.exists`).
+        purpose_state = {
+            pid: (int(version) != 0, bool(active))
+            for pid, (version, active) in zip(purposes, answers[:n], strict=True)
+        }
+        customer_state = dict(zip(customers, answers[n : n + m], strict=True))
+        next_nonce = {
+            cid: int(nonce[0]) for cid, nonce in zip(customers, answers[n + m :], strict=True)
+        }
+        now = int(time.time())
         for change in changes:
-            expected = next_nonce.get(change.customer_id)
-            if expected is None:
-                expected = int(self._ledger.functions.nonces(change.customer_id).call())
-            self._check(change, expected)
-            next_nonce[change.customer_id] = expected + 1
+            self._check(
+                change,
+                next_nonce[change.customer_id],
+                purpose_state[change.purpose_id],
+                customer_state[change.customer_id],
+                now,
+            )
+            next_nonce[change.customer_id] += 1
         if len(changes) == 1:
             change = changes[0]
             return ChainWrite(
@@ -216,22 +282,26 @@ class ConsentService:
             actor,
         )
 
-    def _check(self, change: SignedChange, expected_nonce: int) -> None:
-        now = int(time.time())
+    def _check(
+        self,
+        change: SignedChange,
+        expected_nonce: int,
+        purpose: tuple[bool, bool],
+        customer: tuple[Any, ...],
+        now: int,
+    ) -> None:
+        """Refuse `change` as the contract would, given the purpose's (exists, active), the
+        customer's registry record and the nonce it must carry."""
         if change.deadline < now:
             raise _refused(
                 "DeadlineExpired", "the signature's deadline has passed", deadline=change.deadline
             )
-        purpose = (
-            self._purposes.functions.purposeStatus(change.purpose_id).call()
-            if bool(self._purposes.functions.exists(change.purpose_id).call())
-            else None
-        )
-        if purpose is None:
+        exists, active = purpose
+        if not exists:
             raise _refused(
                 "UnknownPurpose", "the purpose is not registered", purposeId=change.purpose_id
             )
-        if not purpose[1]:
+        if not active:
             raise _refused(
                 "PurposeIsRetired", "the purpose is retired", purposeId=change.purpose_id
             )
@@ -241,7 +311,7 @@ class ConsentService:
             )
         if change.granted and change.expires_at != 0 and change.expires_at <= now:
             raise _refused("ExpiryInPast", "the expiry is in the past", expiresAt=change.expires_at)
-        wallet = self._wallet_of(change.customer_id)
+        wallet = _wallet(change.customer_id, customer)
         if change.nonce != expected_nonce:
             raise _refused(
                 "InvalidNonce",
@@ -250,17 +320,14 @@ class ConsentService:
                 expected=expected_nonce,
                 given=change.nonce,
             )
-        try:
-            signer = Account.recover_message(
-                encode_typed_data(full_message=self._typed(change)), signature=change.signature
-            )
-        except Exception as exc:  # malformed signatures surface as several error types
+        signer = recover_signer(self._change_digest(change), change.signature)
+        if signer is None:
             raise _refused(
                 "InvalidConsentSignature",
                 "the signature is malformed",
                 customerId=change.customer_id,
                 wallet=wallet,
-            ) from exc
+            )
         if signer != wallet:
             raise _refused(
                 "InvalidConsentSignature",
@@ -269,21 +336,29 @@ class ConsentService:
                 wallet=wallet,
             )
 
-    def _wallet_of(self, customer_id: str) -> str:
-        status, _at, wallet, _holders = (
-            self._contracts[REGISTRY].functions.customer(customer_id).call()
-        )
-        if int(status) == _CUSTOMER_ERASED:
-            raise _refused("CustomerIsErased", "the customer was erased", customerId=customer_id)
-        if int(status) != _CUSTOMER_ACTIVE:
-            raise _refused("UnknownCustomer", "no such customer on-chain", customerId=customer_id)
-        if wallet == _ZERO_ADDRESS:
-            raise _refused(
-                "CustomerWithoutWallet",
-                "the customer has no registered wallet to sign with",
-                customerId=customer_id,
+    def _change_digest(self, change: SignedChange) -> bytes:
+        """The EIP-712 digest the wallet signed (what `_typed(change)` encodes)."""
+        if self._hasher is None:
+            domain = domain_separator(
+                "ConsentLedger", "1", self._contracts.chain.chain_id, self._ledger.address
             )
-        return to_checksum_address(wallet)
+            self._hasher = StructHasher("ConsentChange", _CONSENT_CHANGE_FIELDS, domain)
+        return self._hasher.digest(
+            {
+                "customerId": change.customer_id,
+                "purposeId": change.purpose_id,
+                "orgId": change.org_id,
+                "granted": change.granted,
+                "expiresAt": change.expires_at,
+                "nonce": change.nonce,
+                "deadline": change.deadline,
+            }
+        )
+
+    def _wallet_of(self, customer_id: str) -> str:
+        return _wallet(
+            customer_id, self._contracts[REGISTRY].functions.customer(customer_id).call()
+        )
 
     def _typed(self, change: SignedChange) -> dict[str, Any]:
         return {
@@ -295,13 +370,7 @@ class ConsentService:
                     {"name": "verifyingContract", "type": "address"},
                 ],
                 "ConsentChange": [
-                    {"name": "customerId", "type": "bytes32"},
-                    {"name": "purposeId", "type": "bytes32"},
-                    {"name": "orgId", "type": "uint64"},
-                    {"name": "granted", "type": "bool"},
-                    {"name": "expiresAt", "type": "uint64"},
-                    {"name": "nonce", "type": "uint256"},
-                    {"name": "deadline", "type": "uint256"},
+                    {"name": name, "type": kind} for name, kind in _CONSENT_CHANGE_FIELDS
                 ],
             },
             "primaryType": "ConsentChange",
@@ -355,6 +424,15 @@ class ConsentService:
 
     # --- reads ----------------------------------------------------------------------------
 
+    def check_locally(self, customer_id: str, purpose: str, org_id: int) -> dict[str, Any] | None:
+        """`check` from the read model on a connection of the calling thread's own, when the
+        database is a SQLite file (a few dozen microseconds, made on the event loop); None for a
+        server database, whose reads belong in the thread pool (call `check` there)."""
+        local = self._read_model.local()
+        if local is None:
+            return None
+        return _decision_json(local.consent(customer_id, purpose_id(purpose), org_id))
+
     def check(
         self, customer_id: str, purpose: str, org_id: int, *, consistency: str = "read_model"
     ) -> dict[str, Any]:
@@ -377,14 +455,7 @@ class ConsentService:
                 "as_of_block": block,
                 "consistency": "chain",
             }
-        decision = self._read_model.consent(customer_id, pid, org_id)
-        return {
-            "granted": decision.granted,
-            "expires_at": decision.expires_at.isoformat() if decision.expires_at else None,
-            "as_of_block": decision.as_of_block,
-            "reason": decision.reason,
-            "consistency": "read_model",
-        }
+        return _decision_json(self._read_model.consent(customer_id, pid, org_id))
 
     def require_consent(self, customer_id: str, purpose: str, org_id: int) -> None:
         """Refuse a use of personal data the purpose's lawful basis does not cover."""
@@ -500,6 +571,16 @@ class ConsentService:
             "as_of_block": self._read_model.as_of_block(),
             "customer_ids": self._read_model.audience(pid, org_id),
         }
+
+
+def _decision_json(decision: ConsentDecision) -> dict[str, Any]:
+    return {
+        "granted": decision.granted,
+        "expires_at": decision.expires_at.isoformat() if decision.expires_at else None,
+        "as_of_block": decision.as_of_block,
+        "reason": decision.reason,
+        "consistency": "read_model",
+    }
 
 
 def _iso(timestamp: int) -> str:

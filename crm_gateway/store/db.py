@@ -35,12 +35,14 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
+from sqlalchemy.pool import ConnectionPoolEntry, SingletonThreadPool, StaticPool
 
 from crm_gateway.config import PROJECT_ROOT
 
 ALEMBIC_DIR: Final = Path(__file__).resolve().parent / "alembic"
 SQLITE_BUSY_TIMEOUT_MS: Final = 5000
+SQLITE_POOL_SIZE: Final = 48
+SQLITE_POOL_OVERFLOW: Final = 16
 # Execution option: begin SQLite transactions eagerly, with "DEFERRED", "IMMEDIATE" or "EXCLUSIVE",
 # instead of lazily (`BEGIN IMMEDIATE` before the first write).
 SQLITE_BEGIN_OPTION: Final = "sqlite_begin"
@@ -77,14 +79,39 @@ def make_engine(url: str | URL, echo: bool = False) -> Engine:
     return create_engine(resolved, echo=echo, pool_pre_ping=True)
 
 
-def _make_sqlite_engine(url: URL, echo: bool) -> Engine:
+def make_local_reader(engine: Engine) -> Engine | None:
+    """For an engine on a SQLite file: a read-only engine with one connection per thread.
+
+    SQLite reads run in this process (no network, and in WAL mode never waiting for a writer), so
+    the event loop's thread can make them itself, quicker than handing each to the thread pool.
+    That thread gets its own connection, which it never waits for (a pooled one could keep it
+    waiting while other threads hold the whole pool), with `PRAGMA query_only` so nothing read
+    there can write. None for other databases, whose reads are network round trips and belong in
+    the thread pool (and for in-memory SQLite, which another engine would not see).
+    """
+    url = engine.url
+    if url.get_backend_name() != "sqlite" or _is_sqlite_memory(url):
+        return None
+    return _make_sqlite_engine(url, bool(engine.echo), per_thread=True)
+
+
+def _make_sqlite_engine(url: URL, echo: bool, *, per_thread: bool = False) -> Engine:
     memory = _is_sqlite_memory(url)
     kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False}}
-    if memory:
+    if per_thread:
+        kwargs["poolclass"] = SingletonThreadPool
+        kwargs["pool_size"] = SQLITE_POOL_SIZE
+    elif memory:
         # One shared connection, otherwise every pooled connection sees its own empty database.
         kwargs["poolclass"] = StaticPool
     else:
         Path(url.database or "").parent.mkdir(parents=True, exist_ok=True)
+        # Room for every thread that may hold a connection at once: the served gateway runs up
+        # to 40 requests in its thread pool, plus the pipeline and indexer threads. With the
+        # default pool (5, overflow 10) most requests under load opened a new connection (file
+        # open, PRAGMAs, schema parse) and closed it again. Connections are opened lazily.
+        kwargs["pool_size"] = SQLITE_POOL_SIZE
+        kwargs["max_overflow"] = SQLITE_POOL_OVERFLOW
     engine = create_engine(url, echo=echo, **kwargs)
 
     @event.listens_for(engine, "connect")
@@ -95,7 +122,9 @@ def _make_sqlite_engine(url: URL, echo: bool) -> Engine:
         try:
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-            if not memory:
+            if per_thread:
+                cursor.execute("PRAGMA query_only=ON")
+            elif not memory:
                 cursor.execute("PRAGMA journal_mode=WAL")
         finally:
             cursor.close()
