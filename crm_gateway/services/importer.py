@@ -654,6 +654,7 @@ class CustomerImporter:
         self._phone_region = phone_region
         self._wait_timeout = wait_timeout_seconds
         self._gas_multiplier = gas_limit_multiplier
+        self._background = False  # the pipeline runs in threads started here
 
     def prepare(self, path: Path, actor: Actor, options: ImportOptions) -> ImportJob:
         """Read the header and map the columns; `ImportFailed` if the file cannot be imported."""
@@ -720,13 +721,38 @@ class CustomerImporter:
                 )
             )
 
+    def start_pipeline(self) -> None:
+        """Run the pipeline's watcher in a background thread from now on: receipts are read and
+        batches settled while the next rows are read, checked and sealed, rather than in rounds
+        (with a pause each) whenever too many batches are in flight. Batches are still sent
+        here, by `send`, as soon as they are committed."""
+        if not self._pipeline.running:
+            self._pipeline.start(sender=False)
+            self._background = True
+
+    def stop_pipeline(self) -> None:
+        if self._background:
+            self._pipeline.stop()
+            self._background = False
+
     def pump(self, until: Callable[[], bool], what: str) -> None:
-        """Run the pipeline here until `until()`; `ImportFailed` if the chain does not follow."""
-        if not self._pipeline.drain(until=until, timeout=self._wait_timeout):
-            raise ImportFailed(
-                f"the chain did not confirm {what} within {self._wait_timeout:g}s (is the node "
-                "running?); run the import again to finish it"
-            )
+        """Run the pipeline (here, or wait for its threads) until `until()`; `ImportFailed` if
+        the chain does not follow."""
+        if self._background:
+            deadline = time.monotonic() + self._wait_timeout
+            while not until():
+                if time.monotonic() > deadline:
+                    break
+                self._pipeline.sender.run_once()
+                time.sleep(0.01)
+            else:
+                return
+        elif self._pipeline.drain(until=until, timeout=self._wait_timeout):
+            return
+        raise ImportFailed(
+            f"the chain did not confirm {what} within {self._wait_timeout:g}s (is the node "
+            "running?); run the import again to finish it"
+        )
 
     def send(self) -> None:
         """One turn of the pipeline's sender: what is committed goes to the chain now."""
@@ -925,6 +951,7 @@ class ImportJob:
                     lambda: not importer.unsettled(), "the batches left by an earlier run"
                 )
                 self._again = importer.failed_batch_ids()
+                importer.start_pipeline()
             processed = 0
             records = self._source.records()
             next(records)  # the header
@@ -948,6 +975,7 @@ class ImportJob:
             )
             raise ImportFailed(report.error) from exc
         finally:
+            importer.stop_pipeline()
             report.elapsed_seconds = time.monotonic() - started
 
     def _import_chunk(self, chunk: Sequence[tuple[int, list[str]]]) -> None:
