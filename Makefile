@@ -24,7 +24,7 @@ export TEST_POSTGRES_URL
 PYTEST_ARGS ?=
 ARGS ?=
 
-.PHONY: help deps run test lint slither compile deploy node clean distclean
+.PHONY: help deps run test lint slither compile deploy node clean distclean bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -81,6 +81,9 @@ slither: deps $(SLITHER_STAMP) ## Slither on contracts/ and slither-check-erc on
 	  $(SLITHER_VENV)/bin/python tools/slither_check.py $$opts analyze || status=1; \
 	  $(SLITHER_VENV)/bin/python tools/slither_check.py $$opts erc || status=1; \
 	  exit $$status
+
+bench: deps ## benchmarks against baselines of the same run (fresh Anvil; ~5 min): BENCHMARKS.md
+	$(VENV)/bin/python -m bench.run $(ARGS)
 
 compile: deps ## compile contracts/ into abi/
 	$(CLI) compile $(ARGS)
