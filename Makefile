@@ -22,6 +22,10 @@ SLITHER_REQUIREMENTS := tools/slither-requirements.txt
 TEST_POSTGRES_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 export TEST_POSTGRES_URL
 PYTEST_ARGS ?=
+# pytest-xdist workers for `make test`: one per core, at most TEST_MAX_WORKERS (each worker may run
+# its own Anvil and gateway processes and PostgreSQL connections). TEST_WORKERS=0 runs in-process.
+TEST_WORKERS ?= auto
+TEST_MAX_WORKERS ?= 4
 ARGS ?=
 
 .PHONY: help deps run test lint slither compile deploy node clean distclean bench
@@ -65,7 +69,7 @@ run: deps ## Anvil + migrations + gateway on http://127.0.0.1:8000 (Ctrl-C stops
 
 test: deps ## the test suite (PostgreSQL tests are skipped if it is unreachable)
 	@$(VENV)/bin/python tools/check_postgres.py
-	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --maxprocesses $(TEST_MAX_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 lint: deps ## ruff check, ruff format --check, mypy, then `make slither`
 	$(VENV)/bin/ruff check .

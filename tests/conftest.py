@@ -17,6 +17,12 @@ from typer.testing import CliRunner
 from crm_gateway.config import ChainKind, Settings, get_settings
 from crm_gateway.store.db import resolve_database_url
 
+# pytest-xdist's workers inherit COLUMNS and LINES (80x24 without a terminal), and rich fixes a
+# console's width from them when it is made: the CLI's consoles are made at import, so tests that
+# widen COLUMNS for long addresses would go unheard. A CLI process reads them fresh at its start.
+os.environ.pop("COLUMNS", None)
+os.environ.pop("LINES", None)
+
 # Throwaway test keys: a low scrypt work factor keeps keystore files fast to write and read.
 TEST_SCRYPT_N = 2**4
 

@@ -21,6 +21,7 @@ from typing import Any, cast
 from web3 import Web3
 from web3.types import RPCEndpoint
 
+from crm_gateway.chain.calls import batch_requester
 from crm_gateway.chain.connection import Chain
 from crm_gateway.chain.deployments import DeploymentRecord
 
@@ -57,17 +58,11 @@ def _hex(value: Any) -> str:
 
 def block_headers(w3: Web3, first: int, last: int) -> list[tuple[int, str, str]]:
     """`(number, hash, parent hash)` of blocks `first..last`, one batch where supported."""
-    batch = getattr(w3.provider, "make_batch_request", None)
+    batch = batch_requester(w3)
     if batch is not None:
-        try:
-            responses = batch(
-                [
-                    (RPCEndpoint("eth_getBlockByNumber"), [hex(n), False])
-                    for n in range(first, last + 1)
-                ]
-            )
-        except NotImplementedError:
-            responses = None
+        responses = batch(
+            [(RPCEndpoint("eth_getBlockByNumber"), [hex(n), False]) for n in range(first, last + 1)]
+        )
         if isinstance(responses, list):
             headers = []
             for response in cast(list[dict[str, Any]], responses):

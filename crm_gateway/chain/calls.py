@@ -10,13 +10,14 @@ Providers without batch support (the embedded eth-tester chain) get the same cal
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from eth_abi.abi import decode, encode
 from eth_utils.abi import collapse_if_tuple, function_abi_to_4byte_selector
 from web3 import Web3
 from web3.contract import Contract
+from web3.providers.base import JSONBaseProvider
 from web3.types import BlockIdentifier, RPCEndpoint, RPCResponse, TxParams
 
 #: Calls per JSON-RPC batch (nodes cap batch sizes; Besu's default limit is 1024).
@@ -25,6 +26,23 @@ BATCH_LIMIT = 200
 
 class ChainCallError(RuntimeError):
     """A node answered a batched call with an error (a view function should never revert)."""
+
+
+BatchRequest = Callable[[list[tuple[RPCEndpoint, Any]]], Any]
+
+
+def batch_requester(w3: Web3) -> BatchRequest | None:
+    """The provider's `make_batch_request`, or None where it takes no JSON-RPC batches.
+
+    The embedded eth-tester provider has no such method, and a JSON provider that does not
+    override `JSONBaseProvider.make_batch_request` only raises; asking the class up front keeps
+    callers to a plain `if` instead of an exception.
+    """
+    provider_class = type(w3.provider)
+    own = getattr(provider_class, "make_batch_request", None)
+    if own is None or own is JSONBaseProvider.make_batch_request:
+        return None
+    return cast(BatchRequest, w3.provider.make_batch_request)  # type: ignore[attr-defined]
 
 
 def call_many(
@@ -61,19 +79,16 @@ def call_batch(
             (RPCEndpoint("eth_call"), [{"to": contract.address, "data": data}, block_param])
         )
         decoders.append((function, outputs))
-    batch = getattr(w3.provider, "make_batch_request", None)
+    batch = batch_requester(w3)
     results: list[tuple[Any, ...]] = []
     for start in range(0, len(requests), BATCH_LIMIT):
         chunk = requests[start : start + BATCH_LIMIT]
         kinds = decoders[start : start + BATCH_LIMIT]
-        try:
-            if batch is None:
-                raise NotImplementedError
-            responses = batch(chunk)
-        except NotImplementedError:  # no batches here (eth-tester): one call at a time
+        if batch is None:  # no batches here (eth-tester): one call at a time
             for (_method, (call, _block)), (_name, outputs) in zip(chunk, kinds, strict=True):
                 results.append(decode(outputs, bytes(w3.eth.call(cast(TxParams, call), block))))
             continue
+        responses = batch(chunk)
         if not isinstance(responses, list):  # the node refused the batch as a whole
             raise ChainCallError(f"the node refused a batch of calls: {responses.get('error')}")
         for response, (name, outputs) in zip(

@@ -19,6 +19,7 @@ from web3 import HTTPProvider, Web3
 from web3.exceptions import BlockNotFound, TransactionNotFound
 from web3.types import RPCEndpoint, TxParams
 
+from crm_gateway.chain.calls import batch_requester
 from crm_gateway.chain.contracts import Contracts
 from crm_gateway.pipeline.batching import batcher_for
 from crm_gateway.pipeline.nonces import NonceAllocator
@@ -190,23 +191,16 @@ class Watcher:
         """The hash of each of the chain's blocks `numbers` now (None for a block it lacks), in
         one JSON-RPC batch where the provider takes batches."""
         ordered = sorted(numbers)
-        provider: Any = self._contracts.chain.w3.provider
-        if ordered and hasattr(provider, "make_batch_request"):
-            try:
-                answers = provider.make_batch_request(
-                    [
-                        (RPCEndpoint("eth_getBlockByNumber"), [hex(number), False])
-                        for number in ordered
-                    ]
-                )
-            except NotImplementedError:
-                pass
-            else:
-                if isinstance(answers, list) and len(answers) == len(ordered):
-                    return {
-                        number: (str(answer["result"]["hash"]) if answer.get("result") else None)
-                        for number, answer in zip(ordered, answers, strict=True)
-                    }
+        batch = batch_requester(self._contracts.chain.w3)
+        if ordered and batch is not None:
+            answers = batch(
+                [(RPCEndpoint("eth_getBlockByNumber"), [hex(number), False]) for number in ordered]
+            )
+            if isinstance(answers, list) and len(answers) == len(ordered):
+                return {
+                    number: (str(answer["result"]["hash"]) if answer.get("result") else None)
+                    for number, answer in zip(ordered, answers, strict=True)
+                }
         return {number: self._block_hash(number) for number in ordered}
 
     def _block_hash(self, number: int) -> str | None:
