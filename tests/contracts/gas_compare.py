@@ -38,6 +38,15 @@ from eth_utils import keccak
 from web3 import HTTPProvider, Web3
 from web3.contract import Contract
 
+from tests.contracts.typed_data import (
+    PERMIT,
+    domain,
+    labelled_id,
+    labelled_key,
+    sign_link,
+    typed_data,
+)
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 ABI_DIR = PROJECT_ROOT / "abi"
 ANVIL_BINARY = PROJECT_ROOT / "node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
@@ -49,26 +58,6 @@ REGISTERED_ONLY, FREE = 0, 1
 
 #: The ceiling of the issue: the loyalty token's gas per operation within 15% of the plain token's.
 LIMIT = 1.15
-
-PERMIT_TYPE = [
-    {"name": "owner", "type": "address"},
-    {"name": "spender", "type": "address"},
-    {"name": "value", "type": "uint256"},
-    {"name": "nonce", "type": "uint256"},
-    {"name": "deadline", "type": "uint256"},
-]
-LINK_WALLET_TYPE = [
-    {"name": "customerId", "type": "bytes32"},
-    {"name": "wallet", "type": "address"},
-    {"name": "nonce", "type": "uint256"},
-    {"name": "deadline", "type": "uint256"},
-]
-EIP712_DOMAIN_TYPE = [
-    {"name": "name", "type": "string"},
-    {"name": "version", "type": "string"},
-    {"name": "chainId", "type": "uint256"},
-    {"name": "verifyingContract", "type": "address"},
-]
 
 
 @dataclass(frozen=True)
@@ -95,30 +84,23 @@ def artifact(name: str) -> dict[str, Any]:
 
 def wallet(label: str) -> Any:
     """A customer wallet: a fresh eth-account key (it sends its own transactions, raw-signed)."""
-    return Account.from_key(keccak(text=f"gas compare wallet:{label}"))
+    return labelled_key("gas compare wallet", label)
 
 
 def permit_typed_data(
     w3: Web3, token: Contract, owner: str, spender: str, value: int, deadline: int
 ) -> dict[str, Any]:
     """The EIP-2612 `eth_signTypedData_v4` JSON a customer's wallet signs for `token`."""
-    return {
-        "types": {"EIP712Domain": EIP712_DOMAIN_TYPE, "Permit": PERMIT_TYPE},
-        "primaryType": "Permit",
-        "domain": {
-            "name": token.functions.name().call(),
-            "version": "1",
-            "chainId": w3.eth.chain_id,
-            "verifyingContract": token.address,
-        },
-        "message": {
-            "owner": owner,
-            "spender": spender,
-            "value": value,
-            "nonce": token.functions.nonces(owner).call(),
-            "deadline": deadline,
-        },
+    message = {
+        "owner": owner,
+        "spender": spender,
+        "value": value,
+        "nonce": token.functions.nonces(owner).call(),
+        "deadline": deadline,
     }
+    return typed_data(
+        PERMIT, message, domain(token.functions.name().call(), w3.eth.chain_id, token.address)
+    )
 
 
 def sign_permit(
@@ -204,25 +186,9 @@ def measure(w3: Web3) -> list[Row]:
 
     holders = {label: wallet(label) for label in ("a", "b", "new earn", "new transfer")}
     for label, key in holders.items():
-        customer_id = keccak(text=f"gas compare customer:{label}")
+        customer_id = labelled_id("gas compare customer", label)
         run.send(registry.functions.register(customer_id, keccak(text=label)), steward)
-        link = {
-            "types": {"EIP712Domain": EIP712_DOMAIN_TYPE, "LinkWallet": LINK_WALLET_TYPE},
-            "primaryType": "LinkWallet",
-            "domain": {
-                "name": "CustomerRegistry",
-                "version": "1",
-                "chainId": w3.eth.chain_id,
-                "verifyingContract": registry.address,
-            },
-            "message": {
-                "customerId": customer_id,
-                "wallet": key.address,
-                "nonce": 0,
-                "deadline": FAR_FUTURE,
-            },
-        }
-        signature = Account.sign_typed_data(key.key, full_message=link).signature
+        signature = sign_link(key, w3.eth.chain_id, registry.address, customer_id, 0, FAR_FUTURE)
         run.send(
             registry.functions.linkWallet(customer_id, key.address, FAR_FUTURE, signature), steward
         )

@@ -31,39 +31,22 @@ from hypothesis import strategies as st
 from web3 import EthereumTesterProvider, Web3
 from web3.contract import Contract
 
+from tests.contracts.typed_data import (
+    CONSENT_CHANGE,
+    cid,
+    domain,
+    labelled_key,
+    sign,
+    sign_link,
+    typed_data,
+)
+
 ABI_DIR = Path(__file__).resolve().parents[2] / "abi"
-ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 ZERO32 = bytes(32)
 FAR_FUTURE = 2**64
 BATCH_GAS = 15_000_000
 CONSENT, CONTRACT, LEGAL_OBLIGATION, LEGITIMATE_INTEREST = range(4)
 BY_WALLET, BY_SIGNATURE = 0, 1
-
-CONSENT_CHANGE_TYPE = [
-    {"name": "customerId", "type": "bytes32"},
-    {"name": "purposeId", "type": "bytes32"},
-    {"name": "orgId", "type": "uint64"},
-    {"name": "granted", "type": "bool"},
-    {"name": "expiresAt", "type": "uint64"},
-    {"name": "nonce", "type": "uint256"},
-    {"name": "deadline", "type": "uint256"},
-]
-LINK_WALLET_TYPE = [
-    {"name": "customerId", "type": "bytes32"},
-    {"name": "wallet", "type": "address"},
-    {"name": "nonce", "type": "uint256"},
-    {"name": "deadline", "type": "uint256"},
-]
-EIP712_DOMAIN_TYPE = [
-    {"name": "name", "type": "string"},
-    {"name": "version", "type": "string"},
-    {"name": "chainId", "type": "uint256"},
-    {"name": "verifyingContract", "type": "address"},
-]
-
-
-def cid(label: str | int) -> bytes:
-    return keccak(text=f"customer:{label}")
 
 
 def pid(slug: str) -> bytes:
@@ -76,7 +59,7 @@ def notice(label: str) -> bytes:
 
 
 def wallet_key(label: str | int) -> Any:
-    return Account.from_key(keccak(text=f"consent wallet key:{label}"))
+    return labelled_key("consent wallet key", label)
 
 
 def selector(signature: str) -> bytes:
@@ -214,25 +197,19 @@ class World:
         self, change: Change, verifying_contract: str | None = None, chain_id: int | None = None
     ) -> dict[str, Any]:
         """The `eth_signTypedData_v4` JSON a wallet is asked to sign."""
-        return {
-            "types": {"EIP712Domain": EIP712_DOMAIN_TYPE, "ConsentChange": CONSENT_CHANGE_TYPE},
-            "primaryType": "ConsentChange",
-            "domain": {
-                "name": "ConsentLedger",
-                "version": "1",
-                "chainId": chain_id if chain_id is not None else self.chain_id,
-                "verifyingContract": verifying_contract or self.ledger.address,
-            },
-            "message": change.as_message(),
-        }
+        signing_domain = domain(
+            "ConsentLedger",
+            chain_id if chain_id is not None else self.chain_id,
+            verifying_contract or self.ledger.address,
+        )
+        return typed_data(CONSENT_CHANGE, change.as_message(), signing_domain)
 
     def digest(self, change: Change) -> bytes:
         """The change's EIP-712 digest computed off-chain by eth-account."""
         return bytes(_hash_eip191_message(encode_typed_data(full_message=self.typed_data(change))))
 
-    def sign(self, change: Change, key: Any, **domain: Any) -> bytes:
-        typed = self.typed_data(change, **domain)
-        return bytes(Account.sign_typed_data(key.key, full_message=typed).signature)
+    def sign(self, change: Change, key: Any, **signing_domain: Any) -> bytes:
+        return sign(key, self.typed_data(change, **signing_domain))
 
     def nonce(self, customer: bytes) -> int:
         return int(self.fns.nonces(customer).call())
@@ -284,23 +261,7 @@ class World:
 
     def sign_link(self, label: str | int, key: Any, nonce: int) -> bytes:
         """`key` signs the CustomerRegistry's LinkWallet authorisation of itself."""
-        typed = {
-            "types": {"EIP712Domain": EIP712_DOMAIN_TYPE, "LinkWallet": LINK_WALLET_TYPE},
-            "primaryType": "LinkWallet",
-            "domain": {
-                "name": "CustomerRegistry",
-                "version": "1",
-                "chainId": self.chain_id,
-                "verifyingContract": self.registry.address,
-            },
-            "message": {
-                "customerId": Web3.to_hex(cid(label)),
-                "wallet": key.address,
-                "nonce": nonce,
-                "deadline": FAR_FUTURE,
-            },
-        }
-        return bytes(Account.sign_typed_data(key.key, full_message=typed).signature)
+        return sign_link(key, self.chain_id, self.registry.address, cid(label), nonce, FAR_FUTURE)
 
     def link(self, label: str | int, key: Any) -> None:
         nonce = self.registry.functions.walletNonce(cid(label)).call()

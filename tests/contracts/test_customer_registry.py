@@ -21,33 +21,21 @@ from eth_account.messages import encode_typed_data
 from eth_utils import keccak, to_checksum_address
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from web3 import Web3
 from web3.contract import Contract
 
-ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
+from tests.contracts.typed_data import (
+    ZERO_ADDRESS,
+    cid,
+    labelled_key,
+    link_wallet_typed_data,
+    sign,
+)
+
 ZERO32 = bytes(32)
 NONE, ACTIVE, ERASED = range(3)
 ALREADY_HELD, SKIPPED_ERASED, INVALID = range(3)
 FAR_FUTURE = 2**64
 BATCH_GAS = 15_000_000
-
-LINK_WALLET_TYPE = [
-    {"name": "customerId", "type": "bytes32"},
-    {"name": "wallet", "type": "address"},
-    {"name": "nonce", "type": "uint256"},
-    {"name": "deadline", "type": "uint256"},
-]
-EIP712_DOMAIN_TYPE = [
-    {"name": "name", "type": "string"},
-    {"name": "version", "type": "string"},
-    {"name": "chainId", "type": "uint256"},
-    {"name": "verifyingContract", "type": "address"},
-]
-
-
-def cid(label: str | int) -> bytes:
-    """A customer id as the gateway would make one (here: any non-zero 32 bytes)."""
-    return keccak(text=f"customer:{label}")
 
 
 def commit(label: str | int, version: int = 1) -> bytes:
@@ -56,7 +44,7 @@ def commit(label: str | int, version: int = 1) -> bytes:
 
 
 def wallet_key(label: str) -> Any:
-    return Account.from_key(keccak(text=f"wallet key:{label}"))
+    return labelled_key("wallet key", label)
 
 
 @dataclass
@@ -132,22 +120,14 @@ class World:
         verifying_contract: str | None = None,
     ) -> dict[str, Any]:
         """The `eth_signTypedData_v4` JSON a wallet is asked to sign."""
-        return {
-            "types": {"EIP712Domain": EIP712_DOMAIN_TYPE, "LinkWallet": LINK_WALLET_TYPE},
-            "primaryType": "LinkWallet",
-            "domain": {
-                "name": "CustomerRegistry",
-                "version": "1",
-                "chainId": self.chain.w3.eth.chain_id,
-                "verifyingContract": verifying_contract or self.registry.address,
-            },
-            "message": {
-                "customerId": Web3.to_hex(customer_id),
-                "wallet": wallet,
-                "nonce": nonce,
-                "deadline": deadline,
-            },
-        }
+        return link_wallet_typed_data(
+            self.chain.w3.eth.chain_id,
+            verifying_contract or self.registry.address,
+            customer_id,
+            wallet,
+            nonce,
+            deadline,
+        )
 
     def sign_link(
         self,
@@ -165,7 +145,7 @@ class World:
         data = self.typed_data(
             customer_id, wallet or key.address, nonce, deadline, verifying_contract
         )
-        return bytes(Account.sign_typed_data(key.key, full_message=data).signature)
+        return sign(key, data)
 
     def link(self, customer_id: bytes, key: Any, sender: str | None = None) -> Any:
         signature = self.sign_link(customer_id, key)

@@ -36,34 +36,22 @@ from tests.contracts.gas_compare import (
     permit_typed_data,
     table,
 )
+from tests.contracts.typed_data import ZERO_ADDRESS, labelled_id, labelled_key, sign_link
 
-ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 MAX_UINT256 = 2**256 - 1
 REGISTERED_ONLY, FREE, NON_TRANSFERABLE = range(3)
 POLICIES = {"RegisteredOnly": REGISTERED_ONLY, "Free": FREE, "NonTransferable": NON_TRANSFERABLE}
 TX_GAS = 1_000_000
 PURCHASE = keccak(text="reason:purchase")
 CHECKOUT = keccak(text="reason:checkout")
-LINK_WALLET_TYPE = [
-    {"name": "customerId", "type": "bytes32"},
-    {"name": "wallet", "type": "address"},
-    {"name": "nonce", "type": "uint256"},
-    {"name": "deadline", "type": "uint256"},
-]
-EIP712_DOMAIN_TYPE = [
-    {"name": "name", "type": "string"},
-    {"name": "version", "type": "string"},
-    {"name": "chainId", "type": "uint256"},
-    {"name": "verifyingContract", "type": "address"},
-]
 
 
 def key_of(label: str) -> Any:
-    return Account.from_key(keccak(text=f"loyalty wallet key:{label}"))
+    return labelled_key("loyalty wallet key", label)
 
 
 def cid(label: str) -> bytes:
-    return keccak(text=f"loyalty customer:{label}")
+    return labelled_id("loyalty customer", label)
 
 
 @dataclass
@@ -170,23 +158,14 @@ class World:
         """Link `key`'s address to customer `label` with the wallet's EIP-712 signature."""
         customer_id = cid(label)
         registry = self.registry.functions
-        typed = {
-            "types": {"EIP712Domain": EIP712_DOMAIN_TYPE, "LinkWallet": LINK_WALLET_TYPE},
-            "primaryType": "LinkWallet",
-            "domain": {
-                "name": "CustomerRegistry",
-                "version": "1",
-                "chainId": self.chain.w3.eth.chain_id,
-                "verifyingContract": self.registry.address,
-            },
-            "message": {
-                "customerId": customer_id,
-                "wallet": key.address,
-                "nonce": registry.walletNonce(customer_id).call(),
-                "deadline": FAR_FUTURE,
-            },
-        }
-        signature = Account.sign_typed_data(key.key, full_message=typed).signature
+        signature = sign_link(
+            key,
+            self.chain.w3.eth.chain_id,
+            self.registry.address,
+            customer_id,
+            registry.walletNonce(customer_id).call(),
+            FAR_FUTURE,
+        )
         self.send(
             registry.linkWallet(customer_id, key.address, FAR_FUTURE, signature), self.steward
         )
