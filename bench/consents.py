@@ -22,18 +22,10 @@ from eth_account import Account
 from eth_utils.crypto import keccak
 
 from bench.population import Customer
+from crm_gateway.chain.eip712 import consent_change_typed_data
 
 MARKETING = "marketing.email"
 MARKETING_ID = "0x" + keccak(text=MARKETING).hex()
-_FIELDS = [
-    ("customerId", "bytes32"),
-    ("purposeId", "bytes32"),
-    ("orgId", "uint64"),
-    ("granted", "bool"),
-    ("expiresAt", "uint64"),
-    ("nonce", "uint256"),
-    ("deadline", "uint256"),
-]
 
 
 def signed_change(
@@ -56,25 +48,7 @@ def signed_change(
         "nonce": nonce,
         "deadline": int(time.time()) + 3600,
     }
-    typed = {
-        "types": {
-            "EIP712Domain": [
-                {"name": "name", "type": "string"},
-                {"name": "version", "type": "string"},
-                {"name": "chainId", "type": "uint256"},
-                {"name": "verifyingContract", "type": "address"},
-            ],
-            "ConsentChange": [{"name": n, "type": t} for n, t in _FIELDS],
-        },
-        "primaryType": "ConsentChange",
-        "domain": {
-            "name": "ConsentLedger",
-            "version": "1",
-            "chainId": chain_id,
-            "verifyingContract": ledger,
-        },
-        "message": message,
-    }
+    typed = consent_change_typed_data(chain_id, ledger, message)
     signature = Account.sign_typed_data(customer.wallet.key, full_message=typed).signature
     return {
         "customer_id": customer.customer_id,

@@ -21,6 +21,8 @@ from eth_utils.crypto import keccak
 from web3 import Web3
 from web3.types import RPCEndpoint
 
+from crm_gateway.chain.eip712 import link_wallet_typed_data
+
 FAR_FUTURE = 2**48
 REGISTER_BATCH = 100
 REGISTER_GAS_PER_ITEM = 100_000  # about 94k measured
@@ -60,35 +62,14 @@ class Populator:
         return customers
 
     def _link(self, customer: Customer) -> Any:
-        typed = {
-            "types": {
-                "EIP712Domain": [
-                    {"name": "name", "type": "string"},
-                    {"name": "version", "type": "string"},
-                    {"name": "chainId", "type": "uint256"},
-                    {"name": "verifyingContract", "type": "address"},
-                ],
-                "LinkWallet": [
-                    {"name": "customerId", "type": "bytes32"},
-                    {"name": "wallet", "type": "address"},
-                    {"name": "nonce", "type": "uint256"},
-                    {"name": "deadline", "type": "uint256"},
-                ],
-            },
-            "primaryType": "LinkWallet",
-            "domain": {
-                "name": "CustomerRegistry",
-                "version": "1",
-                "chainId": self.chain_id,
-                "verifyingContract": self.registry.address,
-            },
-            "message": {
-                "customerId": customer.customer_id,
-                "wallet": customer.wallet.address,
-                "nonce": 0,
-                "deadline": FAR_FUTURE,
-            },
-        }
+        typed = link_wallet_typed_data(
+            self.chain_id,
+            self.registry.address,
+            customer.customer_id,
+            customer.wallet.address,
+            0,
+            FAR_FUTURE,
+        )
         signature = Account.sign_typed_data(customer.wallet.key, full_message=typed).signature
         return self.registry.functions.linkWallet(
             bytes.fromhex(customer.customer_id[2:]),

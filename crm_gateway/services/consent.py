@@ -25,7 +25,13 @@ from web3.contract import Contract
 
 from crm_gateway.chain.calls import call_batch
 from crm_gateway.chain.contracts import Contracts
-from crm_gateway.chain.eip712 import StructHasher, domain_separator, recover_signer
+from crm_gateway.chain.eip712 import (
+    CONSENT_CHANGE_FIELDS,
+    StructHasher,
+    consent_change_typed_data,
+    domain_separator,
+    recover_signer,
+)
 from crm_gateway.chain.rawtx import MalformedTransactionError, decode_raw_transaction
 from crm_gateway.indexer.read_model import ConsentChangeView, ConsentDecision, ReadModel
 from crm_gateway.pipeline.outbox import ChainWrite
@@ -80,16 +86,7 @@ def purpose_id(purpose: str) -> str:
     return "0x" + keccak(text=purpose).hex()
 
 
-#: The ConsentLedger's `ConsentChange` typed-data struct, field by field.
-_CONSENT_CHANGE_FIELDS: tuple[tuple[str, str], ...] = (
-    ("customerId", "bytes32"),
-    ("purposeId", "bytes32"),
-    ("orgId", "uint64"),
-    ("granted", "bool"),
-    ("expiresAt", "uint64"),
-    ("nonce", "uint256"),
-    ("deadline", "uint256"),
-)
+_CONSENT_CHANGE_NAMES = tuple(name for name, _kind in CONSENT_CHANGE_FIELDS)
 
 
 def _raw32(value: str) -> bytes:
@@ -139,6 +136,11 @@ class SignedChange:
             self.nonce,
             self.deadline,
         ]
+
+    def as_message(self) -> dict[str, Any]:
+        """The typed data's message (what the wallet signed): the struct `as_tuple` gives the
+        contract, field by field, named as in `ConsentChange`."""
+        return dict(zip(_CONSENT_CHANGE_NAMES, self.as_tuple(), strict=True))
 
 
 class ConsentService:
@@ -342,18 +344,8 @@ class ConsentService:
             domain = domain_separator(
                 "ConsentLedger", "1", self._contracts.chain.chain_id, self._ledger.address
             )
-            self._hasher = StructHasher("ConsentChange", _CONSENT_CHANGE_FIELDS, domain)
-        return self._hasher.digest(
-            {
-                "customerId": change.customer_id,
-                "purposeId": change.purpose_id,
-                "orgId": change.org_id,
-                "granted": change.granted,
-                "expiresAt": change.expires_at,
-                "nonce": change.nonce,
-                "deadline": change.deadline,
-            }
-        )
+            self._hasher = StructHasher("ConsentChange", CONSENT_CHANGE_FIELDS, domain)
+        return self._hasher.digest(change.as_message())
 
     def _wallet_of(self, customer_id: str) -> str:
         return _wallet(
@@ -361,35 +353,9 @@ class ConsentService:
         )
 
     def _typed(self, change: SignedChange) -> dict[str, Any]:
-        return {
-            "types": {
-                "EIP712Domain": [
-                    {"name": "name", "type": "string"},
-                    {"name": "version", "type": "string"},
-                    {"name": "chainId", "type": "uint256"},
-                    {"name": "verifyingContract", "type": "address"},
-                ],
-                "ConsentChange": [
-                    {"name": name, "type": kind} for name, kind in _CONSENT_CHANGE_FIELDS
-                ],
-            },
-            "primaryType": "ConsentChange",
-            "domain": {
-                "name": "ConsentLedger",
-                "version": "1",
-                "chainId": self._contracts.chain.chain_id,
-                "verifyingContract": self._ledger.address,
-            },
-            "message": {
-                "customerId": change.customer_id,
-                "purposeId": change.purpose_id,
-                "orgId": change.org_id,
-                "granted": change.granted,
-                "expiresAt": change.expires_at,
-                "nonce": change.nonce,
-                "deadline": change.deadline,
-            },
-        }
+        return consent_change_typed_data(
+            self._contracts.chain.chain_id, self._ledger.address, change.as_message()
+        )
 
     # --- the customer's own transaction ---------------------------------------------------
 

@@ -22,6 +22,7 @@ from web3.contract import Contract
 
 from crm_gateway.chain.calls import call_many
 from crm_gateway.chain.contracts import Contracts
+from crm_gateway.chain.eip712 import link_wallet_typed_data
 from crm_gateway.customers.profile import CustomerProfile, ProfilePatch
 from crm_gateway.pipeline.outbox import ChainWrite
 from crm_gateway.services.access import AccessService, Role
@@ -749,35 +750,14 @@ class CustomerService:
     def _typed_data(
         self, customer_id: str, wallet: str, nonce: int, deadline: int
     ) -> dict[str, Any]:
-        return {
-            "types": {
-                "EIP712Domain": [
-                    {"name": "name", "type": "string"},
-                    {"name": "version", "type": "string"},
-                    {"name": "chainId", "type": "uint256"},
-                    {"name": "verifyingContract", "type": "address"},
-                ],
-                "LinkWallet": [
-                    {"name": "customerId", "type": "bytes32"},
-                    {"name": "wallet", "type": "address"},
-                    {"name": "nonce", "type": "uint256"},
-                    {"name": "deadline", "type": "uint256"},
-                ],
-            },
-            "primaryType": "LinkWallet",
-            "domain": {
-                "name": "CustomerRegistry",
-                "version": "1",
-                "chainId": self._contracts.chain.chain_id,
-                "verifyingContract": self._registry.address,
-            },
-            "message": {
-                "customerId": customer_id,
-                "wallet": to_checksum_address(wallet),
-                "nonce": nonce,
-                "deadline": deadline,
-            },
-        }
+        return link_wallet_typed_data(
+            self._contracts.chain.chain_id,
+            self._registry.address,
+            customer_id,
+            wallet,
+            nonce,
+            deadline,
+        )
 
     # --- helpers --------------------------------------------------------------------------
 
