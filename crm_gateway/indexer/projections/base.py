@@ -10,7 +10,8 @@ current as the cursor, and never applies an event twice.
 When events are removed (a reorg), the indexer rebuilds every projection that handled one of them:
 by default it empties the projection's tables and replays all its events; a projection whose rows
 are partitioned by a key (a customer id, say) overrides `key_of` and `forget` so that only the
-rows of the affected keys are recomputed.
+rows of the affected keys are recomputed. `PartitionedProjection` does both for the usual case:
+every table has a column holding the key, and every event names it in one argument.
 """
 
 from __future__ import annotations
@@ -79,12 +80,57 @@ class Projection:
 
     def key_of(self, event: IndexedEvent) -> Hashable | None:
         """The partition of rows `event` touches, or None if it may touch any row (the default,
-        which makes a rebuild replay the whole projection)."""
+        which makes a rebuild replay the whole projection). Override it together with `forget`."""
         return None
 
     def forget(self, session: Session, keys: set[Hashable]) -> None:
-        """Delete the rows of these partitions (needed only when `key_of` returns keys)."""
+        """Delete every row of these partitions, before a rebuild replays their events.
+
+        The extension point a subclass must override when it partitions, that is when its
+        `key_of` returns keys: the indexer then calls `forget` instead of `reset`, with the keys
+        of the events a reorg removed. `PartitionedProjection` implements both for rows keyed by
+        one column. A projection that does not partition never gets here (its `key_of` is None);
+        one that overrides `key_of` alone is a programming error, refused here rather than by
+        leaving the removed events' rows in place.
+        """
         raise NotImplementedError(f"{type(self).__name__} has keys but cannot forget them")
+
+
+class PartitionedProjection(Projection):
+    """A projection whose rows are partitioned by one key: every table it owns has the key in
+    `partition_column`, and every event it handles names the key in `partition_argument` (a
+    customer id, say). A rebuild after a reorg then deletes and replays only the partitions
+    whose events were removed."""
+
+    #: The event argument that holds the key (e.g. "customerId").
+    partition_argument: ClassVar[str]
+    #: The column of each of `tables` that holds the key (e.g. "customer_id").
+    partition_column: ClassVar[str]
+    #: Keys deleted per statement (bound parameters of one `IN`).
+    forget_chunk: ClassVar[int] = 500
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Refuse, at import, a table without the key column (not at the first reorg)."""
+        super().__init_subclass__(**kwargs)
+        column: str | None = getattr(cls, "partition_column", None)
+        if column is None:
+            return  # a base of partitioned projections, not one
+        for model in cls.tables:
+            if column not in table(model).c:
+                raise TypeError(f"{cls.__name__}: {model.__name__} has no column {column!r}")
+
+    def key_of(self, event: IndexedEvent) -> Hashable:
+        return str(event.args[self.partition_argument])
+
+    def forget(self, session: Session, keys: set[Hashable]) -> None:
+        """Delete the rows of these keys from every table, children first (`tables` order)."""
+        ids = sorted(str(k) for k in keys)
+        owned = [table(model) for model in self.tables]
+        for start in range(0, len(ids), self.forget_chunk):
+            chunk = ids[start : start + self.forget_chunk]
+            for owned_table in owned:
+                column = owned_table.c[self.partition_column]
+                execute(session, delete(owned_table).where(column.in_(chunk)))
 
 
 class ProjectionRegistry:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable
 from datetime import UTC, datetime
 
-from sqlalchemy import bindparam, delete, insert, update
+from sqlalchemy import bindparam, insert, update
 from sqlalchemy.orm import Session
 
 from crm_gateway.indexer.events import IndexedEvent
-from crm_gateway.indexer.projections.base import Projection, execute, handles, table
+from crm_gateway.indexer.projections.base import (
+    PartitionedProjection,
+    Projection,
+    execute,
+    handles,
+    table,
+)
 from crm_gateway.store.models import RmConsent, RmConsentChange, RmPurpose
 
 PURPOSE_REGISTRY = "PurposeRegistry"
@@ -95,7 +100,7 @@ class PurposesProjection(Projection):
         )
 
 
-class ConsentsProjection(Projection):
+class ConsentsProjection(PartitionedProjection):
     """`rm_consents` (the last change of each customer, purpose and processor organisation, as
     `ConsentLedger.consent` answers, plus the block and transaction of that change) and
     `rm_consent_changes` (every change: the history and receipts). Keyed by customer id, so a
@@ -104,16 +109,8 @@ class ConsentsProjection(Projection):
 
     name = "consents"
     tables = (RmConsentChange, RmConsent)
-
-    def key_of(self, event: IndexedEvent) -> Hashable | None:
-        return str(event.args["customerId"])
-
-    def forget(self, session: Session, keys: set[Hashable]) -> None:
-        ids = sorted(str(k) for k in keys)
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            execute(session, delete(_changes).where(_changes.c.customer_id.in_(chunk)))
-            execute(session, delete(_consents).where(_consents.c.customer_id.in_(chunk)))
+    partition_argument = "customerId"
+    partition_column = "customer_id"
 
     @handles(CONSENT_LEDGER, "ConsentChanged")
     def changed(self, session: Session, event: IndexedEvent) -> None:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable
 from typing import Any
 
 from sqlalchemy import bindparam, delete, insert, update
 from sqlalchemy.orm import Session
 
 from crm_gateway.indexer.events import IndexedEvent
-from crm_gateway.indexer.projections.base import Projection, execute, handles, table
+from crm_gateway.indexer.projections.base import PartitionedProjection, execute, handles, table
 from crm_gateway.store.models import CustomerStatus, RmCustomer, RmCustomerHolder
 
 CUSTOMER_REGISTRY = "CustomerRegistry"
@@ -28,7 +27,7 @@ _DELETE_HOLDER = delete(_holders).where(
 )
 
 
-class CustomersProjection(Projection):
+class CustomersProjection(PartitionedProjection):
     """`rm_customers` (one row per customer id: status, linked wallet, next wallet-link nonce)
     and `rm_customer_holders` (one row per holder organisation: version and commitment), as the
     registry's `customer`, `holding` and `walletNonce` views answer.
@@ -39,16 +38,8 @@ class CustomersProjection(Projection):
 
     name = "customers"
     tables = (RmCustomerHolder, RmCustomer)
-
-    def key_of(self, event: IndexedEvent) -> Hashable | None:
-        return str(event.args["customerId"])
-
-    def forget(self, session: Session, keys: set[Hashable]) -> None:
-        ids = sorted(str(k) for k in keys)
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            execute(session, delete(_holders).where(_holders.c.customer_id.in_(chunk)))
-            execute(session, delete(_customers).where(_customers.c.customer_id.in_(chunk)))
+    partition_argument = "customerId"
+    partition_column = "customer_id"
 
     @staticmethod
     def _touch(session: Session, event: IndexedEvent, **values: Any) -> None:
