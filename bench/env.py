@@ -134,9 +134,9 @@ class Gateway:
 class Environment:
     """A fresh chain with the contracts deployed, the keys the scenarios need, and one database."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, **overrides: Any) -> None:
         self.root = root
-        self.settings = bench_settings(root)
+        self.settings = bench_settings(root, **overrides)
         self.node = AnvilNode(self.settings)
         self.chain: Chain
         self.record: DeploymentRecord

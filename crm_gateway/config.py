@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     anvil_state_file: Path = Path("var/anvil/state.json")
     anvil_state_interval_seconds: Annotated[int, Field(ge=1)] = 1
     anvil_block_time_seconds: float | None = None
+    # Gas per block (Anvil's default is 30,000,000). With a block time, a larger limit lets one
+    # block carry many batches, as a consortium network's blocks do.
+    anvil_block_gas_limit: Annotated[int, Field(ge=1_000_000)] | None = None
     anvil_start_timeout_seconds: float = 30.0
     # Keep the state at every block in the state file, so eth_call/eth_getBalance at an older
     # block still work after a restart (Anvil forgets them otherwise); ~15x larger state file.

@@ -132,6 +132,7 @@ class AnvilNode:
         self.block_time = (
             s.anvil_block_time_seconds if isinstance(block_time, _Unset) else block_time
         )
+        self.block_gas_limit = s.anvil_block_gas_limit
         self.preserve_historical_states = (
             preserve_historical_states
             if preserve_historical_states is not None
@@ -196,6 +197,8 @@ class AnvilNode:
         ]
         if self.block_time is not None:
             cmd += ["--block-time", f"{self.block_time:g}"]
+        if self.block_gas_limit is not None:
+            cmd += ["--gas-limit", str(self.block_gas_limit)]
         if self.preserve_historical_states:
             cmd.append("--preserve-historical-states")
         return cmd

@@ -16,6 +16,7 @@ import pytest
 
 from crm_gateway.chain.anvil import AnvilError, AnvilNode, fund_dev_account
 from crm_gateway.config import Settings
+from tests.conftest import make_settings
 
 pytestmark = pytest.mark.anvil
 
@@ -216,3 +217,35 @@ def test_fund_dev_account(make_node: Any) -> None:
         fund_dev_account(node.url, RECIPIENT, 10**21)
         assert int(rpc(node.url, "eth_getBalance", RECIPIENT, "latest"), 16) == 10**21
     assert os.path.exists(node.log_file)
+
+
+@needs_binary
+def test_interval_mining_puts_many_transactions_in_one_block(tmp_path: Path) -> None:
+    """With a block time and a block gas limit, transactions share blocks (as on a consortium
+    network) instead of one block each."""
+    settings = make_settings(
+        tmp_path, anvil_block_time_seconds=1.0, anvil_block_gas_limit=300_000_000
+    )
+    node = AnvilNode(settings, port=free_port(), state_interval=3600, start_timeout=15.0)
+    try:
+        node.start()
+        assert "--gas-limit" in node.command()
+        assert int(rpc(node.url, "eth_getBlockByNumber", "latest", False)["gasLimit"], 16) == (
+            300_000_000
+        )
+        sender, receiver = rpc(node.url, "eth_accounts")[:2]
+        hashes = [
+            rpc(node.url, "eth_sendTransaction", {"from": sender, "to": receiver, "value": "0x1"})
+            for _ in range(3)
+        ]
+        deadline = time.monotonic() + 10
+        receipts: list[Any] = []
+        while time.monotonic() < deadline:
+            receipts = [rpc(node.url, "eth_getTransactionReceipt", h) for h in hashes]
+            if all(receipts):
+                break
+            time.sleep(0.1)
+        assert all(receipts), "interval mining never mined the transactions"
+        assert len({receipt["blockNumber"] for receipt in receipts}) == 1
+    finally:
+        node.stop()
