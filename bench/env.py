@@ -28,7 +28,7 @@ from web3 import HTTPProvider, Web3
 from crm_gateway.chain.anvil import AnvilNode
 from crm_gateway.chain.connection import Chain, connect
 from crm_gateway.chain.deployments import DeploymentRecord
-from crm_gateway.config import PROJECT_ROOT, ChainKind, Settings
+from crm_gateway.config import PROJECT_ROOT, ChainKind, Settings, settings_environment
 from crm_gateway.runtime import deploy, open_keystore
 from crm_gateway.security.apikeys import create_api_key
 from crm_gateway.store.db import make_engine, make_session_factory, upgrade_database
@@ -65,16 +65,10 @@ def bench_settings(root: Path, **overrides: Any) -> Settings:
 
 
 def environment(settings: Settings, **extra: str) -> dict[str, str]:
-    """Every setting as an environment variable, as an operator's service unit would set them."""
-    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
-    for name, value in settings.model_dump().items():
-        if value is None:
-            env.pop(name.upper(), None)
-            continue
-        raw = value.get_secret_value() if hasattr(value, "get_secret_value") else value
-        env[name.upper()] = str(raw)
-    env.update(extra)
-    return env
+    """Every setting as an environment variable, as an operator's service unit would set them
+    (`settings_environment`), over this process's environment less its VIRTUAL_ENV."""
+    base = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
+    return settings_environment(settings, base, **extra)
 
 
 class Gateway:

@@ -6,6 +6,8 @@ listed with a comment in `.env.example`. Relative paths are resolved against `PR
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
@@ -186,3 +188,26 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process-wide settings (tests build their own `Settings` instead)."""
     return Settings()
+
+
+def settings_environment(
+    settings: Settings, base: Mapping[str, str] | None = None, **extra: str
+) -> dict[str, str]:
+    """`settings` as the environment of a child process (a gateway, an importer) that reads them
+    back with `Settings()`: configured as an operator configures one, by environment variables of
+    the same names as `.env.example` (upper case), rather than by an object it cannot receive.
+
+    Starts from `base` (default: this process's environment) so the child still finds its PATH
+    and the like; secrets are unwrapped to their values (`str(SecretStr)` is a mask); a setting
+    that is None is removed, not set to "None", so the child takes it as unset; `extra` comes
+    last, over everything.
+    """
+    env = dict(os.environ if base is None else base)
+    for name, value in settings.model_dump().items():
+        if value is None:
+            env.pop(name.upper(), None)
+            continue
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        env[name.upper()] = str(raw)
+    env.update(extra)
+    return env

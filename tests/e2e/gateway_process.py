@@ -1,13 +1,13 @@
 """A real gateway (`crm-chaincode serve`) as a separate process, configured by its environment.
 
-Every setting of the given `Settings` is passed as an environment variable, as an operator would,
-and the process runs in its own folder (no `.env` is picked up). Its stdout and stderr (uvicorn's
-access and error logs, the gateway's own loggers, SQL echo) go to one log file.
+Every setting of the given `Settings` is passed as an environment variable, as an operator would
+(`crm_gateway.config.settings_environment`), and the process runs in its own folder (no `.env` is
+picked up). Its stdout and stderr (uvicorn's access and error logs, the gateway's own loggers, SQL
+echo) go to one log file.
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -17,21 +17,9 @@ from typing import Any
 import httpx
 from eth_utils.crypto import keccak
 
-from crm_gateway.config import Settings
+from crm_gateway.config import Settings, settings_environment
 from crm_gateway.security.apikeys import create_api_key
 from crm_gateway.store.db import make_engine, make_session_factory, upgrade_database
-
-
-def environment(settings: Settings, **extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    for name, value in settings.model_dump().items():
-        if value is None:
-            env.pop(name.upper(), None)
-            continue
-        raw = value.get_secret_value() if hasattr(value, "get_secret_value") else value
-        env[name.upper()] = str(raw)
-    env.update(extra)
-    return env
 
 
 class GatewayProcess:
@@ -39,7 +27,7 @@ class GatewayProcess:
         self.settings = settings
         self.url = f"http://127.0.0.1:{settings.gateway_port}"
         self.log = log
-        self.env = environment(settings, **extra_env)
+        self.env = settings_environment(settings, **extra_env)
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
