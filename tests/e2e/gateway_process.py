@@ -41,6 +41,7 @@ class GatewayProcess:
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
+        _STARTED[self.url] = self
 
     def wait_ready(self, timeout: float = 60) -> None:
         assert self.process is not None
@@ -95,9 +96,24 @@ def api_key(settings: Settings, org_id: int, account: str, role: str) -> str:
     return plaintext
 
 
+#: Gateways started by this process, by base URL, so a failed request can show the server's log.
+_STARTED: dict[str, GatewayProcess] = {}
+
+
+def log_tail(response: httpx.Response, size: int = 4000) -> str:
+    """The end of the log of the gateway that answered `response` (if this process started it)."""
+    origin = f"{response.request.url.scheme}://{response.request.url.netloc.decode()}"
+    gateway = _STARTED.get(origin)
+    if gateway is None or not gateway.log.exists():
+        return ""
+    return gateway.log.read_text(errors="replace")[-size:]
+
+
 def ok(response: httpx.Response, *codes: int) -> dict[str, Any]:
     """The JSON body of a response whose status is one of `codes` (default 200 or 201)."""
-    assert response.status_code in (codes or (200, 201)), response.text
+    assert response.status_code in (codes or (200, 201)), (
+        f"{response.text}\n--- gateway log ---\n{log_tail(response)}"
+    )
     body: dict[str, Any] = response.json()
     return body
 
