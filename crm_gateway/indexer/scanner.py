@@ -31,7 +31,7 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -46,7 +46,7 @@ from web3.types import FilterParams, LogReceipt, RPCEndpoint
 from crm_gateway.chain.contracts import Contracts
 from crm_gateway.indexer.events import IndexedEvent
 from crm_gateway.indexer.projections import ProjectionRegistry, default_registry
-from crm_gateway.indexer.projections.base import table
+from crm_gateway.indexer.projections.base import PartitionedProjection, table
 from crm_gateway.store.db import session_scope
 from crm_gateway.store.models import (
     ChainEvent,
@@ -127,6 +127,17 @@ class IndexerStatus:
             return None
         cursor = self.cursor_block if self.cursor_block is not None else self.start_block - 1
         return max(0, self.head - cursor)
+
+
+def _every_event(event: IndexedEvent) -> bool:
+    return True
+
+
+def _in_partitions(
+    projection: PartitionedProjection, keys: set[str]
+) -> Callable[[IndexedEvent], bool]:
+    """Whether an event belongs to one of these partitions of `projection`."""
+    return lambda event: projection.key_of(event) in keys
 
 
 def _hex(value: Any) -> str:
@@ -535,25 +546,27 @@ class ChainIndexer:
         """Recompute projections from the events in `chain_events`.
 
         With `removed` (events just deleted), only the projections that handled one of them, and
-        for a keyed projection only the affected keys; without it, every projection in full.
+        for a partitioned projection only the affected keys; without it, every projection in full.
         """
         for projection in self.registry.projections:
             handled = self.registry.keys_of(projection)
-            if removed is None:
-                keys: set[Hashable] | None = None
-            else:
+            keys: set[str] | None = None
+            if removed is not None:
                 affected = [e for e in removed if e.key in handled]
                 if not affected:
                     continue
-                found = {projection.key_of(e) for e in affected}
-                keys = None if None in found else {k for k in found if k is not None}
-            if keys is None:
-                projection.reset(session)
-            else:
+                if isinstance(projection, PartitionedProjection):
+                    keys = {projection.key_of(e) for e in affected}
+            replays: Callable[[IndexedEvent], bool]
+            if keys is not None and isinstance(projection, PartitionedProjection):
                 projection.forget(session, keys)
+                replays = _in_partitions(projection, keys)
+            else:
+                projection.reset(session)
+                replays = _every_event
             handlers = projection.handlers()
             for event in self._stored_events(session, handled):
-                if keys is None or projection.key_of(event) in keys:
+                if replays(event):
                     handlers[event.key](session, event)
 
     @staticmethod

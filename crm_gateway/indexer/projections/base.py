@@ -8,15 +8,15 @@ database transaction that stores the events of a block range, so a projection is
 current as the cursor, and never applies an event twice.
 
 When events are removed (a reorg), the indexer rebuilds every projection that handled one of them:
-by default it empties the projection's tables and replays all its events; a projection whose rows
-are partitioned by a key (a customer id, say) overrides `key_of` and `forget` so that only the
-rows of the affected keys are recomputed. `PartitionedProjection` does both for the usual case:
-every table has a column holding the key, and every event names it in one argument.
+by default it empties the projection's tables and replays all its events. A projection whose rows
+are partitioned by a key (a customer id, say) subclasses `PartitionedProjection` instead, so that
+only the rows of the affected keys are recomputed: every table it owns has a column holding the
+key, and every event it handles names the key in one argument.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
 from sqlalchemy import Executable, Table, delete
@@ -78,23 +78,6 @@ class Projection:
         for table in self.tables:
             session.execute(delete(table))
 
-    def key_of(self, event: IndexedEvent) -> Hashable | None:
-        """The partition of rows `event` touches, or None if it may touch any row (the default,
-        which makes a rebuild replay the whole projection). Override it together with `forget`."""
-        return None
-
-    def forget(self, session: Session, keys: set[Hashable]) -> None:
-        """Delete every row of these partitions, before a rebuild replays their events.
-
-        The extension point a subclass must override when it partitions, that is when its
-        `key_of` returns keys: the indexer then calls `forget` instead of `reset`, with the keys
-        of the events a reorg removed. `PartitionedProjection` implements both for rows keyed by
-        one column. A projection that does not partition never gets here (its `key_of` is None);
-        one that overrides `key_of` alone is a programming error, refused here rather than by
-        leaving the removed events' rows in place.
-        """
-        raise NotImplementedError(f"{type(self).__name__} has keys but cannot forget them")
-
 
 class PartitionedProjection(Projection):
     """A projection whose rows are partitioned by one key: every table it owns has the key in
@@ -119,12 +102,14 @@ class PartitionedProjection(Projection):
             if column not in table(model).c:
                 raise TypeError(f"{cls.__name__}: {model.__name__} has no column {column!r}")
 
-    def key_of(self, event: IndexedEvent) -> Hashable:
+    def key_of(self, event: IndexedEvent) -> str:
+        """The partition of rows `event` touches."""
         return str(event.args[self.partition_argument])
 
-    def forget(self, session: Session, keys: set[Hashable]) -> None:
-        """Delete the rows of these keys from every table, children first (`tables` order)."""
-        ids = sorted(str(k) for k in keys)
+    def forget(self, session: Session, keys: set[str]) -> None:
+        """Delete the rows of these keys from every table, children first (`tables` order),
+        before a rebuild replays their events."""
+        ids = sorted(keys)
         owned = [table(model) for model in self.tables]
         for start in range(0, len(ids), self.forget_chunk):
             chunk = ids[start : start + self.forget_chunk]
