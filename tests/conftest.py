@@ -168,6 +168,18 @@ def deploy_unless_embedded(settings: Settings) -> None:
 
 
 @pytest.fixture
+def runtime(chain_settings: Settings) -> Iterator[Any]:
+    """A gateway runtime on each chain kind of `chain_settings`, its contracts deployed (suites
+    that need another set-up override `runtime` in their own conftest)."""
+    from crm_gateway.runtime import build_runtime
+
+    deploy_unless_embedded(chain_settings)
+    built = build_runtime(chain_settings)
+    yield built
+    built.close()
+
+
+@pytest.fixture
 def anvil_settings(tmp_path: Path) -> Settings:
     return make_settings(tmp_path, chain_kind=ChainKind.ANVIL, anvil_port=free_port())
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -10,17 +9,8 @@ from web3 import Web3
 from web3.providers.eth_tester import EthereumTesterProvider
 
 from crm_gateway.chain.calls import batch_requester, call_batch, call_many
-from crm_gateway.config import ChainKind, Settings
-from crm_gateway.runtime import Runtime, build_runtime
-from tests.conftest import deploy_unless_embedded
-
-
-@pytest.fixture
-def runtime(chain_settings: Settings) -> Iterator[Runtime]:
-    deploy_unless_embedded(chain_settings)
-    built = build_runtime(chain_settings)
-    yield built
-    built.close()
+from crm_gateway.config import ChainKind
+from crm_gateway.runtime import Runtime
 
 
 def _lower(value: Any) -> Any:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,14 +19,6 @@ from crm_gateway.services.access import AccessService, Role
 from crm_gateway.services.operations import OperationService, OperationView
 from crm_gateway.store.models import ChainTransaction, ChainTransactionStatus
 from tests.conftest import deploy_unless_embedded
-
-
-@pytest.fixture
-def runtime(chain_settings: Settings) -> Iterator[Runtime]:
-    deploy_unless_embedded(chain_settings)
-    runtime = build_runtime(chain_settings)
-    yield runtime
-    runtime.close()
 
 
 def _admin(runtime: Runtime) -> str:
