@@ -522,3 +522,15 @@ def add_org(chain: Chain, consortium: Contract, accounts: list[str]) -> Callable
         return add_organization(chain, consortium, admins, name, admin)
 
     return _add
+
+
+@pytest.fixture
+def world(base_world: Any) -> Iterator[Any]:
+    """The module's `base_world` (each contract's test module builds its own, once); whatever a
+    test does to its chain, and to the organisation admins it tracks where it has them, is undone
+    after the test."""
+    admins = dict(base_world.admins) if hasattr(base_world, "admins") else None
+    with base_world.chain.isolated():
+        yield base_world
+    if admins is not None:
+        base_world.admins = admins

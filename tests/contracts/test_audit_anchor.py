@@ -11,7 +11,6 @@ changes undone.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,12 +101,6 @@ def base_world(module_chain, add_organization, anchor_artifact) -> World:
     chain.transact(fns.grantRole(auditor, accounts[5]), accounts[3])
     anchor, _ = chain.deploy_artifact(anchor_artifact, consortium.address)
     return World(chain, consortium, anchor, accounts)
-
-
-@pytest.fixture
-def world(base_world: World) -> Iterator[World]:
-    with base_world.chain.isolated():
-        yield base_world
 
 
 def test_deployment_binds_the_consortium(world, anchor_artifact):

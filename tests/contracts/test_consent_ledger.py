@@ -15,7 +15,6 @@ and dave, erased. Built once per chain (`module_chain`); each test's changes are
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
@@ -332,15 +331,6 @@ def base_world(module_chain, add_organization, artifacts) -> World:
         world.fund(key.address)
     world.send(registry.functions.erase(cid("dave")), world.steward1)
     return world
-
-
-@pytest.fixture
-def world(base_world: World) -> Iterator[World]:
-    """The world; whatever a test does to it is undone after the test."""
-    admins = dict(base_world.admins)
-    with base_world.chain.isolated():
-        yield base_world
-    base_world.admins = admins
 
 
 def test_error_selectors_are_unique_and_the_batch_knows_them_all(artifacts):

@@ -10,7 +10,6 @@ sign EIP-712 typed data, exactly as `eth_signTypedData_v4` would.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -177,15 +176,6 @@ def base_world(module_chain, add_organization, customer_registry_artifact) -> Wo
         admins=admins,
         add_organization=add_organization,
     )
-
-
-@pytest.fixture
-def world(base_world: World) -> Iterator[World]:
-    """The world; whatever a test does to it is undone after the test."""
-    admins = dict(base_world.admins)
-    with base_world.chain.isolated():
-        yield base_world
-    base_world.admins = admins
 
 
 # ------------------------------------------------------------------------------------------------

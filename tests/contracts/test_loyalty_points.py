@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -251,12 +250,6 @@ def base_world(module_chain, add_organization, customer_registry_artifact, decod
     for key in world.keys.values():
         world.fund(key.address)
     return world
-
-
-@pytest.fixture
-def world(base_world: World) -> Iterator[World]:
-    with base_world.chain.isolated():
-        yield base_world
 
 
 # ------------------------------------------------------------------------------------------------

@@ -16,6 +16,8 @@ from crm_gateway.runtime import Runtime, build_runtime
 from crm_gateway.security.apikeys import create_api_key
 from crm_gateway.services.access import AccessService, Role
 from crm_gateway.services.consent import purpose_id
+from crm_gateway.store import customers as customer_store
+from crm_gateway.store.models import AccessAction, AccessDecision
 from tests.conftest import make_settings
 
 
@@ -165,3 +167,18 @@ def define_purpose(
 def support_purpose(client: TestClient, admin_headers: dict[str, str], runtime: Runtime) -> str:
     """`support`, processed under a contract with the customer: reads need no consent."""
     return define_purpose(client, admin_headers, runtime, "support", "contract")
+
+
+def log_many(runtime: Runtime, count: int) -> None:
+    """`count` allowed reads of distinct customers in the access log, in one transaction."""
+    with runtime.session_factory() as session:
+        customer_store.log_accesses(
+            session,
+            [f"0x{n:064x}" for n in range(count)],
+            action=AccessAction.READ,
+            decision=AccessDecision.ALLOWED,
+            purpose="support",
+            org_id=1,
+            account="0x" + "ab" * 20,
+        )
+        session.commit()

@@ -18,9 +18,8 @@ from sqlalchemy import func, select
 from crm_gateway.audit import LogVerifier
 from crm_gateway.runtime import Runtime
 from crm_gateway.store import audit as log_store
-from crm_gateway.store import customers as store
-from crm_gateway.store.models import AccessAction, AccessDecision, ChainTransaction, Operation
-from tests.gateway.conftest import wait_until
+from crm_gateway.store.models import ChainTransaction, Operation
+from tests.gateway.conftest import log_many, wait_until
 
 ENTRIES = 100_000
 
@@ -42,17 +41,8 @@ def test_anchoring_100000_entries_costs_one_transaction_per_batch(
     (first,) = [b for b in runtime.anchorer.batches() if b.id == queued_first.id]
 
     started = time.monotonic()
+    log_many(runtime, ENTRIES)
     with runtime.session_factory() as session:
-        store.log_accesses(
-            session,
-            [f"0x{n:064x}" for n in range(ENTRIES)],
-            action=AccessAction.READ,
-            decision=AccessDecision.ALLOWED,
-            purpose="support",
-            org_id=1,
-            account="0x" + "ab" * 20,
-        )
-        session.commit()
         total = log_store.read_head(session).last_seq
     inserted = time.monotonic() - started
     assert total == first.last_seq + ENTRIES

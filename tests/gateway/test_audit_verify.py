@@ -23,16 +23,13 @@ from crm_gateway.cli import app
 from crm_gateway.cli import audit as audit_cli
 from crm_gateway.runtime import Runtime
 from crm_gateway.store import audit as log_store
-from crm_gateway.store import customers as store
 from crm_gateway.store.models import (
-    AccessAction,
-    AccessDecision,
     AccessLogEntry,
     AuditBatch,
     AuditChainHead,
     CustomerRecord,
 )
-from tests.gateway.conftest import DATABASES, wait_until
+from tests.gateway.conftest import DATABASES, log_many, wait_until
 
 LOG = cast(Table, AccessLogEntry.__table__)
 BATCHES = cast(Table, AuditBatch.__table__)
@@ -92,26 +89,12 @@ class Tamper:
             return result.all() if result.returns_rows else None
 
 
-def _log_many(runtime: Runtime, count: int) -> None:
-    with runtime.session_factory() as session:
-        store.log_accesses(
-            session,
-            [f"0x{n:064x}" for n in range(count)],
-            action=AccessAction.READ,
-            decision=AccessDecision.ALLOWED,
-            purpose="support",
-            org_id=1,
-            account="0x" + "ab" * 20,
-        )
-        session.commit()
-
-
 @pytest.fixture
 def world(client: TestClient, role_key: Callable[[str], dict[str, str]], runtime: Runtime) -> World:
     role_key("AUDITOR")  # a key the gateway holds, granted AUDITOR: the anchor signer
     signer = runtime.anchor_signer()
     assert signer is not None
-    _log_many(runtime, 30)
+    log_many(runtime, 30)
     anchorer = Anchorer(
         sessions=runtime.session_factory,
         contracts=runtime.contracts,
@@ -127,7 +110,7 @@ def world(client: TestClient, role_key: Callable[[str], dict[str, str]], runtime
         return all(b.status == "anchored" for b in anchorer.batches())
 
     wait_until(settled)
-    _log_many(runtime, 5)
+    log_many(runtime, 5)
     with runtime.session_factory() as session:
         last = log_store.read_head(session).last_seq
     return World(runtime, sorted(anchorer.batches(), key=lambda b: b.first_seq), last)
@@ -385,7 +368,7 @@ def test_audit_anchor_command_anchors_and_reports_gas(
     )
     view, _ = operations.submit(write, api_key_id=None, idempotency_key=None, payload=write.args)
     runtime.pipeline.drain(until=lambda: operations.get_internal(view.id).settled, timeout=20)
-    _log_many(runtime, 12)
+    log_many(runtime, 12)
     monkeypatch.setattr(audit_cli, "build_runtime", lambda _settings: runtime)
     monkeypatch.setattr(runtime, "close", lambda: None)
     runner = CliRunner()
@@ -398,7 +381,7 @@ def test_audit_anchor_command_anchors_and_reports_gas(
     assert again.exit_code == 0
     assert "nothing to anchor" in again.output
     # An account without AUDITOR is refused in one sentence.
-    _log_many(runtime, 1)
+    log_many(runtime, 1)
     refused = runner.invoke(
         app, ["audit", "anchor", "--as", str(runtime.contracts.record.deployer)]
     )

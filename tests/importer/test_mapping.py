@@ -6,20 +6,10 @@ import pytest
 
 from crm_gateway.customers.profile import CustomerProfile
 from crm_gateway.services.importer import ImportFailed, country_code, map_columns
+from tests.importer.csvgen import HEADER
 
-SALESFORCE = [
-    "FirstName",
-    "LastName",
-    "Email",
-    "Phone",
-    "MobilePhone",
-    "Birthdate",
-    "MailingStreet",
-    "MailingCity",
-    "MailingPostalCode",
-    "MailingCountry",
-    "LeadSource",
-]
+# The export the generator writes (a Salesforce contact report's columns).
+SALESFORCE = HEADER
 HUBSPOT = [
     "First Name",
     "Last Name",
