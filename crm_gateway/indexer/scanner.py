@@ -550,15 +550,12 @@ class ChainIndexer:
         """
         for projection in self.registry.projections:
             handled = self.registry.keys_of(projection)
-            keys: set[str] | None = None
-            if removed is not None:
-                affected = [e for e in removed if e.key in handled]
-                if not affected:
-                    continue
-                if isinstance(projection, PartitionedProjection):
-                    keys = {projection.key_of(e) for e in affected}
+            affected = None if removed is None else [e for e in removed if e.key in handled]
+            if affected == []:
+                continue  # none of the removed events was this projection's
             replays: Callable[[IndexedEvent], bool]
-            if keys is not None and isinstance(projection, PartitionedProjection):
+            if affected is not None and isinstance(projection, PartitionedProjection):
+                keys = {projection.key_of(e) for e in affected}
                 projection.forget(session, keys)
                 replays = _in_partitions(projection, keys)
             else:
