@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import phonenumbers
 import typer
 from rich.progress import (
     BarColumn,
@@ -76,6 +77,12 @@ def import_command(
         "--date-format",
         help="strptime format of birth dates when they are not ISO YYYY-MM-DD, e.g. %d/%m/%Y.",
     ),
+    default_region: str | None = typer.Option(
+        None,
+        "--default-region",
+        help="Region (ISO 3166-1, e.g. US) of national phone numbers in rows without an address "
+        "country (default: DEFAULT_PHONE_REGION).",
+    ),
 ) -> None:
     """Import customers from a CRM's CSV export (Salesforce, HubSpot or generic columns).
 
@@ -91,6 +98,7 @@ def import_command(
         encoding=encoding,
         delimiter=_delimiter(delimiter),
         date_format=date_format,
+        phone_region=_region(default_region) if default_region else None,
     )
     with _runtime() as runtime:
         account = _actor(runtime, as_)
@@ -229,3 +237,10 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
         os.replace(temporary, path)
     except OSError as exc:
         fail(f"cannot write the report to {path}: {exc.strerror or type(exc).__name__}")
+
+
+def _region(value: str) -> str:
+    region = value.strip().upper()
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        fail(f"--default-region {value!r} is not a region with a phone numbering plan, e.g. US")
+    return region

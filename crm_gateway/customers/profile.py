@@ -13,10 +13,11 @@ Normalisation
   part as given). The *index form* (`email_index`, `email_index_form()`) is that address
   trimmed and lower-cased as a whole: `'  Alice@Example.COM '` and `alice@example.com` are the
   same customer.
-* `phone`: parsed by `phonenumbers` with the default region (`DEFAULT_PHONE_REGION`, or the
-  `phone_region` key of the validation context) for numbers without `+country`, must be a valid
-  number, stored as E.164: `+44 20 7946 0958` and `020 7946 0958` (GB) are both
-  `+442079460958`. Extensions are refused.
+* `phone`: parsed by `phonenumbers`; a number without `+country` is read in the profile's own
+  address country when it has one (`parse`: "(212) 424-1106" with country US is
+  `+12124241106`), else in the default region (the `phone_region` key of the validation
+  context, else `DEFAULT_PHONE_REGION`); it must be a valid number and is stored as E.164:
+  `+44 20 7946 0958` and `020 7946 0958` (GB) are both `+442079460958`. Extensions are refused.
 * `birth_date`: an ISO date `YYYY-MM-DD` (or a `date`), from 1900-01-01 to today (today
   anywhere on Earth, i.e. in UTC+14).
 * `postal_address.country`: ISO 3166-1 alpha-2 (upper-cased; plus `XK`, Kosovo).
@@ -159,6 +160,16 @@ def _region(info: ValidationInfo | None) -> str:
     from crm_gateway.config import get_settings
 
     return get_settings().default_phone_region
+
+
+def address_phone_region(data: Any) -> str | None:
+    """The phone region of a profile's raw postal address country, if libphonenumber has one."""
+    address = data.get("postal_address") if isinstance(data, Mapping) else None
+    country = address.get("country") if isinstance(address, Mapping) else None
+    if not isinstance(country, str):
+        return None
+    code = country.strip().upper()
+    return code if code in phonenumbers.SUPPORTED_REGIONS else None
 
 
 def normalise_phone(raw: str, region: str) -> str:
@@ -320,8 +331,13 @@ class CustomerProfile(BaseModel):
 
     @classmethod
     def parse(cls, data: Any, *, phone_region: str | None = None) -> Self:
-        """Validate `data` (a mapping), with `phone_region` for national phone numbers."""
-        context = {PHONE_REGION_CONTEXT: phone_region} if phone_region else None
+        """Validate `data` (a mapping); a national phone number is read in the address's country.
+
+        Without an address country (or with one libphonenumber has no plan for), `phone_region`
+        decides, and without that the DEFAULT_PHONE_REGION setting.
+        """
+        region = address_phone_region(data) or phone_region
+        context = {PHONE_REGION_CONTEXT: region} if region else None
         return cls.model_validate(data, context=context)
 
 

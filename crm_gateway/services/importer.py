@@ -9,20 +9,25 @@ The first non-blank record of the file is its header. A header is recognised wha
 spacing and punctuation (`First Name`, `FirstName`, `first_name` and `FIRST-NAME` are the same):
 
 ==================  ========================================================================
-profile field       recognised headers (Salesforce / HubSpot / generic, and common variants)
+profile field       recognised headers (the labels of Salesforce reports and Data Loader API names,
+                    HubSpot, Microsoft Dynamics 365 and Zoho CRM exports, and common variants)
 ==================  ========================================================================
 given_name          FirstName, First Name, given_name, forename
 family_name         LastName, Last Name, family_name, surname
 email (required)    Email, E-mail, email_address, Email Address
-phone               Phone, Phone Number, telephone, tel; then, for a row whose phone is empty,
-                    MobilePhone, Mobile Phone Number, mobile, cell phone
+phone               Phone, Business Phone, Phone Number, telephone, tel; then, for a row whose
+                    phone is empty, MobilePhone, Mobile, Mobile Phone, Mobile Phone Number, cell
 birth_date          Birthdate, birth_date, Date of Birth, dob, birthday
-postal_address      MailingStreet, Street Address, street, address, address_line1 (a cell with
-  .lines            several lines gives several address lines), address_line2 .. address_line4
-  .city             MailingCity, City, town
-  .region           MailingState, State/Region, state, region, county, province
-  .postcode         MailingPostalCode, Postal Code, postcode, zip, zip code
-  .country          MailingCountry, Country/Region, country, country_code: an ISO 3166-1
+postal_address      MailingStreet, Mailing Street, Street Address, Address 1: Street 1, street,
+  .lines            address, address_line1 (a cell with several lines gives several address
+                    lines), Address 1: Street 2 / 3, address_line2 .. address_line4
+  .city             MailingCity, Mailing City, Address 1: City, City, town
+  .region           MailingState, Mailing State/Province, State/Province, Address 1:
+                    State/Province, State/Region, state, region, county, province
+  .postcode         MailingPostalCode, Mailing Zip/Postal Code, Zip/Postal Code, Address 1:
+                    ZIP/Postal Code, Mailing Zip, Postal Code, Zip Code, postcode, zip
+  .country          MailingCountry, Mailing Country, Address 1: Country/Region, Country/Region,
+                    country, country_code: an ISO 3166-1
                     alpha-2 code, or a country name (English and the main European languages,
                     plus UK, USA and a few other common forms)
 ==================  ========================================================================
@@ -38,8 +43,10 @@ overrides the recognition: a JSON object from header to a target, one of the pro
 Empty cells are absent fields. A row with more cells than the header is invalid; blank rows
 (no cell with anything in it) are skipped and not counted. Birth dates must be ISO
 (`YYYY-MM-DD`) unless a `date_format` (`strptime`, e.g. `%d/%m/%Y`) is given. Every row is then
-validated exactly like `POST /v1/customers` (`CustomerProfile.parse`, with DEFAULT_PHONE_REGION
-for national phone numbers); the limits are those of `customers.profile`.
+validated exactly like `POST /v1/customers` (`CustomerProfile.parse`): a national phone number
+is read in the row's own country (its address country) and, in a row without one, in the
+default region (`--default-region`, else DEFAULT_PHONE_REGION); the limits are those of
+`customers.profile`.
 
 What happens to each row
 ------------------------
@@ -155,7 +162,16 @@ HEADER_ALIASES: Final[Mapping[str, str]] = {
     **dict.fromkeys(["lastname", "familyname", "surname"], "family_name"),
     **dict.fromkeys(["email", "emailaddress", "primaryemail"], "email"),
     **dict.fromkeys(
-        ["phone", "phonenumber", "telephone", "telephonenumber", "tel", "primaryphone"], "phone"
+        [
+            "phone",
+            "phonenumber",
+            "telephone",
+            "telephonenumber",
+            "tel",
+            "primaryphone",
+            "businessphone",  # Salesforce's import label of Phone; Dynamics 365 (telephone1)
+        ],
+        "phone",
     ),
     **dict.fromkeys(
         [
@@ -172,6 +188,7 @@ HEADER_ALIASES: Final[Mapping[str, str]] = {
     **dict.fromkeys(
         [
             "mailingstreet",
+            "address1street1",  # Dynamics 365: "Address 1: Street 1"
             "street",
             "streetaddress",
             "address",
@@ -181,14 +198,19 @@ HEADER_ALIASES: Final[Mapping[str, str]] = {
         ],
         "address_line1",
     ),
-    **dict.fromkeys(["addressline2", "address2", "line2", "streetaddress2"], "address_line2"),
-    **dict.fromkeys(["addressline3", "address3", "line3"], "address_line3"),
+    **dict.fromkeys(
+        ["addressline2", "address2", "line2", "streetaddress2", "address1street2"],
+        "address_line2",
+    ),
+    **dict.fromkeys(["addressline3", "address3", "line3", "address1street3"], "address_line3"),
     **dict.fromkeys(["addressline4", "address4", "line4"], "address_line4"),
-    **dict.fromkeys(["mailingcity", "city", "town"], "city"),
+    **dict.fromkeys(["mailingcity", "address1city", "city", "town"], "city"),
     **dict.fromkeys(
         [
             "mailingstate",
             "mailingstatecode",
+            "mailingstateprovince",  # Salesforce report label "Mailing State/Province"
+            "address1stateprovince",  # Dynamics 365: "Address 1: State/Province"
             "state",
             "stateregion",
             "region",
@@ -198,9 +220,29 @@ HEADER_ALIASES: Final[Mapping[str, str]] = {
         ],
         "region",
     ),
-    **dict.fromkeys(["mailingpostalcode", "postalcode", "postcode", "zip", "zipcode"], "postcode"),
     **dict.fromkeys(
-        ["mailingcountry", "mailingcountrycode", "country", "countryregion", "countrycode"],
+        [
+            "mailingpostalcode",
+            "mailingzippostalcode",  # Salesforce report label "Mailing Zip/Postal Code"
+            "zippostalcode",  # Salesforce Leads: "Zip/Postal Code"
+            "address1zippostalcode",  # Dynamics 365: "Address 1: ZIP/Postal Code"
+            "mailingzip",  # Zoho CRM Contacts: "Mailing Zip"
+            "postalcode",
+            "postcode",
+            "zip",
+            "zipcode",
+        ],
+        "postcode",
+    ),
+    **dict.fromkeys(
+        [
+            "mailingcountry",
+            "mailingcountrycode",
+            "address1countryregion",  # Dynamics 365: "Address 1: Country/Region"
+            "country",
+            "countryregion",
+            "countrycode",
+        ],
         "country",
     ),
 }
@@ -467,6 +509,8 @@ class ImportOptions:
     encoding: str = "utf-8-sig"
     delimiter: str | None = None  # None: the most frequent of , ; TAB | in the header line
     date_format: str | None = None
+    #: Region of national phone numbers in rows without an address country (None: the setting).
+    phone_region: str | None = None
 
 
 class CsvSource:
@@ -785,7 +829,9 @@ class CustomerImporter:
         data, problems = mapping.profile_data(cells, date_format=options.date_format)
         profile: CustomerProfile | None = None
         try:
-            profile = CustomerProfile.parse(data, phone_region=self._phone_region)
+            profile = CustomerProfile.parse(
+                data, phone_region=options.phone_region or self._phone_region
+            )
         except ValidationError as exc:
             for error in exc.errors(include_url=False, include_context=False, include_input=False):
                 path = ".".join(str(part) for part in error["loc"])

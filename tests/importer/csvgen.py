@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import phonenumbers
 
@@ -60,8 +62,25 @@ def _phone(rng: random.Random, used: set[str]) -> str:
             return number
 
 
+def _us_phone(rng: random.Random, used: set[str]) -> str:
+    while True:
+        area = rng.choice(["212", "646", "415", "312", "617"])
+        number = f"+1{area}{rng.randrange(2, 10)}{rng.randrange(10**6):06d}"
+        if number not in used and phonenumbers.is_valid_number(phonenumbers.parse(number)):
+            used.add(number)
+            return number
+
+
 def _written(e164: str, style: int) -> str:
-    """The same number as a CRM user might have typed it."""
+    """The same number as a CRM user might have typed it (national forms need the row's country)."""
+    if e164.startswith("+1"):
+        digits = e164[2:]
+        return [
+            f"({digits[:3]}) {digits[3:6]}-{digits[6:]}",
+            f"{digits[:3]}-{digits[3:6]}-{digits[6:]}",
+            f"+1 {digits[:3]} {digits[3:6]} {digits[6:]}",
+            f"{digits[:3]}.{digits[3:6]}.{digits[6:]}",
+        ][style % 4]
     national = "0" + e164[3:]
     return [
         f"+44 {e164[3:7]} {e164[7:]}",
@@ -78,7 +97,11 @@ def generate(
     seed: int = 7,
     duplicate_rate: float = 0.05,
     invalid_rate: float = 0.02,
+    us_every: int = 0,
 ) -> Expected:
+    """Write `rows` rows; with `us_every` N, every Nth person lives in the United States and
+    has a US number written in national form ("(212) 424-1106"), which only the row's own
+    country makes readable (duplicates of such a person repeat it nationally)."""
     rng = random.Random(seed)
     kinds = ["ok"] * rows
     slots = list(range(rows // 10, rows))  # duplicates need earlier rows to point at
@@ -102,7 +125,8 @@ def generate(
             given, family = rng.choice(GIVEN), rng.choice(FAMILY)
             tag = f"{index:05d}{rng.randrange(16**6):06x}"
             email = f"{given[0]}.{family}{tag}@Example-{index % 7}.com".replace("'", "")
-            e164 = _phone(rng, phones)
+            us = bool(us_every) and index % us_every == 1
+            e164 = _us_phone(rng, phones) if us else _phone(rng, phones)
             street = f"{rng.randrange(1, 300)} Import Street {tag}"
             if index % 13 == 0:
                 street += f"\nFlat {rng.randrange(1, 40)}"
@@ -117,9 +141,11 @@ def generate(
                 "",
                 birth,
                 street,
-                rng.choice(CITIES),
-                "SW1A 1AA",
-                "United Kingdom" if index % 3 else "GB",
+                "New York" if us else rng.choice(CITIES),
+                "10001" if us else "SW1A 1AA",
+                ("United States" if index % 3 else "US")
+                if us
+                else ("United Kingdom" if index % 3 else "GB"),
                 rng.choice(["Web", "Partner", "Event", ""]),
             ]
             if index % 5 == 0:  # mobile only: the phone column is empty
@@ -135,6 +161,11 @@ def generate(
                     by = "email"
                 else:  # another e-mail, the same phone written another way
                     row[3], row[4] = _written(original.phone_e164, index + 1), ""
+                    # A national form is read in the row's country: the original's.
+                    if original.phone_e164.startswith("+1"):
+                        row[7], row[8], row[9] = "New York", "10001", "United States"
+                    else:
+                        row[7], row[8], row[9] = rng.choice(CITIES), "SW1A 1AA", "GB"
                     by = "phone"
                 expected.duplicates[line] = original.line
                 expected.duplicate_by[line] = by
@@ -161,3 +192,29 @@ def generate(
             out.write(text)
             line += text.count("\n")
     return expected
+
+
+def check_report(report: dict[str, Any], expected: Expected) -> None:
+    """The import report (as JSON) holds exactly the answer key's counts, lines and reasons."""
+    assert report["completed"] is True
+    assert report["counts"]["rows"] == expected.rows
+    assert report["counts"]["invalid"] == len(expected.invalid)
+    assert report["counts"]["duplicate"] == len(expected.duplicates)
+    assert report["counts"]["imported"] + report["counts"]["already_imported"] == len(
+        expected.people
+    )
+    assert {i["line"]: i["fields"] for i in report["invalid"]} == {
+        line: [field] for line, field in expected.invalid.items()
+    }
+    assert {d["line"]: d["of_line"] for d in report["duplicates"]} == expected.duplicates
+    assert {d["line"]: d["by"] for d in report["duplicates"]} == expected.duplicate_by
+    no_personal_data(json.dumps(report), expected)
+
+
+def no_personal_data(text: str, expected: Expected) -> None:
+    """`text` holds none of the generated personal values."""
+    for marker in ("@", "+44", "Import Street", "Example-"):
+        assert marker not in text
+    for value in sorted(expected.values)[:500]:
+        assert value not in text
+        assert value.lower() not in text

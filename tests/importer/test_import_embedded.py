@@ -29,6 +29,7 @@ from crm_gateway.store.models import CustomerRecord, Operation, OperationStatus
 from crm_gateway.vault.records import reveal
 from tests.conftest import make_settings
 from tests.importer.conftest import settings_env
+from tests.importer.csvgen import check_report, generate
 
 HEADER = ["First Name", "Last Name", "Email", "Phone Number", "Date of Birth", "Lead Source"]
 ROWS: list[list[str]] = [
@@ -394,3 +395,46 @@ def test_cli_mapping_file(cli: CliRunner, tmp_path: Path) -> None:
     result = cli.invoke(app, ["import", str(path), "--dry-run", "--mapping", str(mapping)])
     assert result.exit_code == 1
     assert "is not JSON" in result.output
+
+
+def test_national_us_numbers_with_their_country_are_valid_and_their_duplicates_exact(
+    runtime: Runtime, importer: CustomerImporter, steward: Actor, tmp_path: Path
+) -> None:
+    """A generated export where every third person has a US number in national form."""
+    expected = generate(tmp_path / "crm.csv", 300, seed=5, us_every=3)
+    us_duplicates = [
+        line
+        for line, of in expected.duplicates.items()
+        if expected.duplicate_by[line] == "phone"
+        and next(p for p in expected.people if p.line == of).phone_e164.startswith("+1")
+    ]
+    assert us_duplicates  # the key has phone duplicates written nationally in US form
+
+    report = run(importer, tmp_path / "crm.csv", steward, batch_size=50)
+
+    check_report(report.as_json(), expected)
+    assert report.on_chain["registered"] == len(expected.people)
+    us_people = [p for p in expected.people if p.phone_e164.startswith("+1")]
+    assert len(us_people) > 50
+    for person in us_people[:10]:
+        assert opened(runtime, customer_id_of(runtime, person.email)).phone == person.phone_e164
+
+
+def test_cli_default_region_reads_national_numbers_of_rows_without_a_country(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    rows = [
+        ["Ada", "ada@example.org", "(212) 424-1106"],
+        ["Alan", "alan@example.org", "212 424 1107"],
+    ]
+    path = write_csv(tmp_path / "crm.csv", rows, ["First Name", "Email", "Phone"])
+    as_gb = cli.invoke(app, ["import", str(path), "--dry-run", "--default-region", "GB"])
+    assert as_gb.exit_code == 0, as_gb.output
+    assert "line 2 (phone)" in as_gb.output
+    as_us = cli.invoke(app, ["import", str(path), "--dry-run", "--default-region", "us"])
+    assert as_us.exit_code == 0, as_us.output
+    assert "would import 2" in as_us.output
+    wrong = cli.invoke(app, ["import", str(path), "--dry-run", "--default-region", "ZZ"])
+    assert wrong.exit_code == 1
+    assert "is not a region with a phone numbering plan" in wrong.output
+    assert "Traceback" not in wrong.output
