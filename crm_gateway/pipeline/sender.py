@@ -17,7 +17,7 @@ from requests.exceptions import ConnectionError as RequestsConnectionError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
-from web3.exceptions import ContractLogicError, Web3Exception
+from web3.exceptions import ContractLogicError, Web3Exception, Web3RPCError
 
 from crm_gateway.chain.calls import call_data
 from crm_gateway.chain.contracts import Contracts
@@ -198,10 +198,24 @@ class Sender:
                 raise
             except ContractLogicError:
                 pass  # estimate it below, which raises the revert the caller decodes
+            except Web3RPCError as exc:
+                # A revert comes back from eth_createAccessList as a plain JSON-RPC error (code
+                # 3 with the custom error's data, not a ContractLogicError): that is this call
+                # failing, not the node lacking the method, so only the latter turns it off.
+                if _method_unavailable(exc):
+                    self._turn_off_access_lists(exc)
             except Exception as exc:
-                log.info("no gas from eth_createAccessList (%s); using eth_estimateGas", exc)
-                self._access_lists = False
+                self._turn_off_access_lists(exc)
         return int(w3.eth.estimate_gas(tx))
+
+    @property
+    def uses_access_lists(self) -> bool:
+        """Whether gas still comes from one `eth_createAccessList` run (see `_estimate`)."""
+        return self._access_lists
+
+    def _turn_off_access_lists(self, exc: BaseException) -> None:
+        log.info("no gas from eth_createAccessList (%s); using eth_estimateGas", exc)
+        self._access_lists = False
 
     def _sign(
         self,
@@ -260,6 +274,17 @@ def _data(call: Any, args: Sequence[Any]) -> str:
         return call_data(call.abi, args)
     except (ValueError, TypeError):
         return str(call._encode_transaction_data())
+
+
+#: JSON-RPC error codes of a node that does not offer a method (EIP-1474: method not found,
+#: method not supported).
+_METHOD_UNAVAILABLE_CODES = frozenset({-32601, -32004})
+
+
+def _method_unavailable(exc: Web3RPCError) -> bool:
+    error = exc.rpc_response.get("error") if isinstance(exc.rpc_response, dict) else None
+    code = error.get("code") if isinstance(error, dict) else None
+    return code in _METHOD_UNAVAILABLE_CODES
 
 
 def broadcast(w3: Any, session: Session, tx: ChainTransaction) -> bool:

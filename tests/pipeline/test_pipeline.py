@@ -81,6 +81,10 @@ def test_a_refused_write_fails_with_its_custom_error_and_uses_no_nonce(runtime: 
     assert failed.error == {"name": "LastOrganizationAdmin", "args": {"orgId": 1}}
     assert failed.tx_hash is None
     assert confirmed.status == "confirmed"
+    if runtime.settings.chain_kind != "embedded":
+        # The revert came back from eth_createAccessList as a JSON-RPC error (code 3): it is not
+        # a node without the method, so later sends keep the one-run gas path.
+        assert runtime.pipeline.sender.uses_access_lists
 
 
 def test_an_idempotency_key_makes_one_chain_write(runtime: Runtime) -> None:
