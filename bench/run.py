@@ -21,7 +21,7 @@ from typing import Any
 
 from eth_account import Account
 
-from bench import consents, loadgen, profile, report
+from bench import consents, loadgen, profile, report, scale
 from bench.env import Environment
 from bench.population import Populator
 from bench.scenarios import (
@@ -180,6 +180,10 @@ def run_all(
             headers=headers,
         )
         tick(f"  one connection: p50 {paced.p50_ms} ms, p99 {paced.p99_ms} ms")
+        tick(f"consent check at an offered {scale.OFFERED_CHECKS_PER_SECOND:,}/s")
+        offered = scale.open_loop_check(gateway, check_url(customer), headers, args.seconds)
+        tick(f"  p99 {offered.value} ms")
+        rows.append(offered)
         details["consent_check"] = {
             "check": check.as_json(),
             "healthz": constant.as_json(),
@@ -313,6 +317,9 @@ def run_all(
             )
             customers_details[name] = {"endpoint": ours.as_json(), "healthz": constant.as_json()}
             tick(f"  {name}: {ours.rps:,.0f} req/s, p99 {ours.p99_ms} ms")
+            if name == "read":
+                rows.append(scale.customer_read_row("SQLite", ours, constant))
+                continue
             rows.append(
                 Row(
                     "customers through the API",
@@ -409,6 +416,8 @@ def run_all(
             met=imported.peak_rss_mb <= 500,
         ),
     ]
+    tick("customer read on PostgreSQL: a second gateway of the organisation on a fresh schema")
+    rows.append(scale.customer_read_on_postgres(env, args.seconds, tick))
     rows.sort(key=lambda row: _ORDER.index(row.scenario))
     return rows, details, profiled
 
@@ -444,10 +453,12 @@ def _ms(value: float) -> str:
 
 _ORDER = [
     "consent check, 32 connections",
+    "consent check, offered 1,000/s",
     "consent changes until confirmed",
     "gas per consent change",
     "customer import",
     "read-model staleness",
+    "customer read, 32 connections",
     "customers through the API",
 ]
 
