@@ -17,6 +17,8 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+#: The default KEYSTORE_PASSWORD: public, so refused on CHAIN_KIND=rpc (chain/dev_secrets.py).
+DEVELOPMENT_KEYSTORE_PASSWORD = "crm-chaincode-dev-only"  # noqa: S105 (public by design)
 
 
 class ChainKind(StrEnum):
@@ -73,7 +75,7 @@ class Settings(BaseSettings):
 
     # --- signing keys ------------------------------------------------------------------------
     keystore_dir: Path = Path("var/keystore")
-    keystore_password: SecretStr = SecretStr("crm-chaincode-dev-only")
+    keystore_password: SecretStr = SecretStr(DEVELOPMENT_KEYSTORE_PASSWORD)
     # scrypt work factor n for new keystore files (a power of two); eth-account's default is
     # 262144 (about a second per key). Lower it only for throwaway test keys.
     keystore_scrypt_n: Annotated[int, Field(ge=2)] = 262_144
