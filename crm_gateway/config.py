@@ -141,6 +141,9 @@ class Settings(BaseSettings):
     gateway_org_id: Annotated[int, Field(ge=1)] = 1
     # How long a wallet's signature over typed data stays valid (the `deadline` handed out).
     signature_ttl_seconds: Annotated[int, Field(ge=30)] = 3600
+    # Largest request body accepted (bytes); a larger one gets a 413 problem before it is read
+    # (an unauthenticated one gets its 401 first).
+    max_request_body_bytes: Annotated[int, Field(ge=1024)] = 1_048_576
     gateway_host: str = "127.0.0.1"
     gateway_port: Annotated[int, Field(ge=1, le=65535)] = 8000
     log_level: str = "info"

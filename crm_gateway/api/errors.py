@@ -284,7 +284,13 @@ def validation_problem(request: Request, exc: RequestValidationError) -> Problem
 # --- handlers ------------------------------------------------------------------------------------
 
 
+#: Statuses whose RFC 9110 name differs from Python's `HTTPStatus` phrase.
+_RFC9110_TITLES: Final = {413: "Content Too Large"}
+
+
 def _slug_for(status: int) -> str:
+    if status in _RFC9110_TITLES:
+        return _RFC9110_TITLES[status].lower().replace(" ", "-")
     try:
         return HTTPStatus(status).phrase.lower().replace(" ", "-").replace("'", "")
     except ValueError:
@@ -292,6 +298,8 @@ def _slug_for(status: int) -> str:
 
 
 def _title_for(status: int) -> str:
+    if status in _RFC9110_TITLES:
+        return _RFC9110_TITLES[status]
     try:
         return HTTPStatus(status).phrase
     except ValueError:
