@@ -9,12 +9,13 @@ from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from crm_gateway.api.deps import CallerDep
+from crm_gateway.api.deps import Caller, CallerDep
 from crm_gateway.api.routers.loyalty import LoyaltyDep
 from crm_gateway.api.routers.operations import OperationOut, WriteDep
 from crm_gateway.api.schemas import Bytes32Hex, StrictModel
 from crm_gateway.api.services import ConsentDep
 from crm_gateway.services.consent import LawfulBasis, SignedChange
+from crm_gateway.services.consent_access import ConsentReader
 from crm_gateway.services.errors import DomainError
 
 router = APIRouter(tags=["consent"])
@@ -188,26 +189,33 @@ def broadcast_raw(
 
 @router.get("/v1/consents/{customer}")
 def consent_history(
-    customer: Annotated[Bytes32Hex, Path()], _caller: CallerDep, consent: ConsentDep
+    customer: Annotated[Bytes32Hex, Path()], caller: CallerDep, consent: ConsentDep
 ) -> dict[str, Any]:
-    """Current consents and the full history (block, tx hash, time, how expressed)."""
-    return consent.history(customer)
+    """Current consents and the history (block, tx hash, time, how expressed) that concern your
+    organisation: its purposes, or it as the processor (DATA_STEWARD, AGENT, AUDITOR)."""
+    return consent.history(_reader(caller), customer)
 
 
 @router.get("/v1/consents/{customer}/receipts/{receipt_id}")
 def consent_receipt(
     customer: Annotated[Bytes32Hex, Path()],
     receipt_id: Annotated[Bytes32Hex, Path()],
-    _caller: CallerDep,
+    caller: CallerDep,
     consent: ConsentDep,
 ) -> dict[str, Any]:
-    """A consent receipt with the fields of ISO/IEC TS 27560 and the on-chain event proving it."""
-    return consent.receipt(customer, receipt_id)
+    """A consent receipt with the fields of ISO/IEC TS 27560 and the on-chain event proving it
+    (as the history: your organisation's consents only)."""
+    return consent.receipt(_reader(caller), customer, receipt_id)
 
 
 @router.get("/v1/marketing/audience")
 def marketing_audience(
-    _caller: CallerDep, consent: ConsentDep, purpose: Purpose, org: OrgId
+    caller: CallerDep, consent: ConsentDep, purpose: Purpose, org: OrgId
 ) -> dict[str, Any]:
-    """The customer ids that may be contacted for this purpose by this organisation now."""
-    return consent.audience(purpose, org)
+    """The customer ids that may be contacted for this purpose by this organisation now
+    (a MARKETER of that organisation)."""
+    return consent.audience(_reader(caller), purpose, org)
+
+
+def _reader(caller: Caller) -> ConsentReader:
+    return ConsentReader(org_id=caller.org_id, account=caller.account)
