@@ -89,10 +89,11 @@ def problem_response(
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses=` for a route: each status documented as a problem document."""
+    """OpenAPI `responses=` for a route: each status documented as a problem document (only
+    `application/problem+json`; `api.openapi` adds the `Problem` schema and the statuses every
+    route of its kind can answer)."""
     return {
         status: {
-            "model": Problem,
             "description": HTTPStatus(status).phrase,
             "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
         }

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Path, Query, Response, status
 from pydantic import BaseModel, Field
 
 from crm_gateway.api.deps import Caller, CallerDep
+from crm_gateway.api.errors import problem_responses
 from crm_gateway.api.routers.operations import WaitQuery
 from crm_gateway.api.schemas import Bytes32Hex, StrictModel
 from crm_gateway.api.services import OperationsDep, RuntimeDep
@@ -223,7 +224,9 @@ def entry_proof(
     return ProofOut.model_validate(audit.proof(actor_of(caller), seq))
 
 
-@router.post("/v1/audit/verify-proof", response_model=ProofCheckOut)
+@router.post(
+    "/v1/audit/verify-proof", response_model=ProofCheckOut, responses=problem_responses(404)
+)
 def verify_proof(body: ProofIn, _caller: CallerDep, audit: AuditDep) -> ProofCheckOut:
     """Check an inclusion proof in Python and through the AuditAnchor contract's `verify` view;
     give the `leaf`, or the entry's `seq` and `entry_hash`."""
