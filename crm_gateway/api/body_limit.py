@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from crm_gateway.api.deps import API_KEY_HEADER, require_api_key
 from crm_gateway.api.errors import ProblemError, problem_response
+from crm_gateway.services.errors import DomainError
 
 CONTENT_TOO_LARGE: Final = 413
 #: Routes under this prefix all need an API key.
@@ -67,6 +68,17 @@ class BodyLimitMiddleware:
                 await require_api_key(request, request.headers.get(API_KEY_HEADER))
             except ProblemError as exc:
                 await exc.to_response(request)(scope, receive, send)
+                return
+            except DomainError as exc:  # a refusal of the services, as the app's handler says it
+                refusal = problem_response(
+                    exc.status,
+                    exc.slug,
+                    exc.title,
+                    exc.detail,
+                    instance=scope["path"],
+                    **exc.extensions,
+                )
+                await refusal(scope, receive, send)
                 return
         if declared is not None and declared > self.max_bytes:
             response = problem_response(
