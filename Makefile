@@ -28,7 +28,7 @@ TEST_WORKERS ?= auto
 TEST_MAX_WORKERS ?= 4
 ARGS ?=
 
-.PHONY: help deps run test lint slither compile deploy node clean distclean bench
+.PHONY: help deps run test fuzz lint slither compile deploy node clean distclean bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -70,6 +70,12 @@ run: deps ## Anvil + migrations + gateway on http://127.0.0.1:8000 (Ctrl-C stops
 test: deps ## the test suite (PostgreSQL tests are skipped if it is unreachable)
 	@$(VENV)/bin/python tools/check_postgres.py
 	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --maxprocesses $(TEST_MAX_WORKERS) --dist worksteal $(PYTEST_ARGS)
+
+# Schemathesis over /openapi.json against a live gateway, with a key of every role: FUZZ_EXAMPLES
+# generated requests per operation (`make test` runs the same test with 6).
+FUZZ_EXAMPLES ?= 200
+fuzz: deps ## the longer Schemathesis run against a live gateway (README: "Fuzzing the API")
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(VENV)/bin/pytest -q -n 0 -s tests/fuzz $(PYTEST_ARGS)
 
 lint: deps ## ruff check, ruff format --check, mypy, then `make slither`
 	$(VENV)/bin/ruff check .

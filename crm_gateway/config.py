@@ -17,6 +17,8 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+#: The default KEYSTORE_PASSWORD: public, so refused on CHAIN_KIND=rpc (chain/dev_secrets.py).
+DEVELOPMENT_KEYSTORE_PASSWORD = "crm-chaincode-dev-only"  # noqa: S105 (public by design)
 
 
 class ChainKind(StrEnum):
@@ -73,7 +75,7 @@ class Settings(BaseSettings):
 
     # --- signing keys ------------------------------------------------------------------------
     keystore_dir: Path = Path("var/keystore")
-    keystore_password: SecretStr = SecretStr("crm-chaincode-dev-only")
+    keystore_password: SecretStr = SecretStr(DEVELOPMENT_KEYSTORE_PASSWORD)
     # scrypt work factor n for new keystore files (a power of two); eth-account's default is
     # 262144 (about a second per key). Lower it only for throwaway test keys.
     keystore_scrypt_n: Annotated[int, Field(ge=2)] = 262_144
@@ -139,6 +141,9 @@ class Settings(BaseSettings):
     gateway_org_id: Annotated[int, Field(ge=1)] = 1
     # How long a wallet's signature over typed data stays valid (the `deadline` handed out).
     signature_ttl_seconds: Annotated[int, Field(ge=30)] = 3600
+    # Largest request body accepted (bytes); a larger one gets a 413 problem before it is read
+    # (an unauthenticated one gets its 401 first).
+    max_request_body_bytes: Annotated[int, Field(ge=1024)] = 1_048_576
     gateway_host: str = "127.0.0.1"
     gateway_port: Annotated[int, Field(ge=1, le=65535)] = 8000
     log_level: str = "info"

@@ -19,6 +19,7 @@ from crm_gateway.chain.artifacts import Artifacts
 from crm_gateway.chain.connection import Chain, connect
 from crm_gateway.chain.contracts import Contracts
 from crm_gateway.chain.deployments import DeploymentStore, verify_record
+from crm_gateway.chain.dev_secrets import refuse_development_secrets
 from crm_gateway.chain.keystore import Keystore, KeystoreError, require_fast_signing
 from crm_gateway.chain.migrations import MigrationReport, apply_migrations
 from crm_gateway.config import ChainKind, Settings
@@ -35,12 +36,15 @@ log = logging.getLogger(__name__)
 
 
 def open_keystore(settings: Settings) -> Keystore:
+    """The signer keys; on CHAIN_KIND=rpc never under the development password or published keys."""
     require_fast_signing()
-    return Keystore(
+    keystore = Keystore(
         settings.path(settings.keystore_dir),
         settings.keystore_password.get_secret_value(),
         scrypt_n=settings.keystore_scrypt_n,
     )
+    refuse_development_secrets(settings, keystore.addresses())
+    return keystore
 
 
 def deployment_store(settings: Settings, chain: Chain) -> DeploymentStore:

@@ -25,6 +25,8 @@ os.environ.pop("LINES", None)
 
 # Throwaway test keys: a low scrypt work factor keeps keystore files fast to write and read.
 TEST_SCRYPT_N = 2**4
+# On CHAIN_KIND=rpc the development password is refused (crm_gateway/chain/dev_secrets.py).
+RPC_TEST_KEYSTORE_PASSWORD = "rpc-test-password-not-the-development-one"
 
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -145,7 +147,13 @@ def chain_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[S
         if kind == "anvil":
             yield make_settings(tmp_path, chain_kind=ChainKind.ANVIL, anvil_port=port, **overrides)
             return
-        settings = make_settings(tmp_path, chain_kind=ChainKind.RPC, rpc_url=node.url, **overrides)
+        settings = make_settings(
+            tmp_path,
+            chain_kind=ChainKind.RPC,
+            rpc_url=node.url,
+            keystore_password=RPC_TEST_KEYSTORE_PASSWORD,
+            **overrides,
+        )
         from web3 import Web3
 
         from crm_gateway.runtime import open_keystore

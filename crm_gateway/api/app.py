@@ -8,7 +8,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from requests.exceptions import ConnectionError as RequestsConnectionError
 
+from crm_gateway.api.body_limit import BodyLimitMiddleware
 from crm_gateway.api.errors import ProblemResponse, install_problem_handlers, problem_response
+from crm_gateway.api.openapi import install_openapi
 from crm_gateway.api.routers import (
     audit,
     consents,
@@ -55,6 +57,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         lifespan=lifespan,
     )
     install_problem_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_body_bytes)
     app.add_exception_handler(DomainError, _domain_problem)
     app.add_exception_handler(ChainUnavailable, _chain_unreachable)
     app.add_exception_handler(RequestsConnectionError, _chain_unreachable)
@@ -70,6 +73,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         audit.router,
     ):
         app.include_router(router)
+    install_openapi(app)
     return app
 
 

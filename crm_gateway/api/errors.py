@@ -89,10 +89,11 @@ def problem_response(
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses=` for a route: each status documented as a problem document."""
+    """OpenAPI `responses=` for a route: each status documented as a problem document (only
+    `application/problem+json`; `api.openapi` adds the `Problem` schema and the statuses every
+    route of its kind can answer)."""
     return {
         status: {
-            "model": Problem,
             "description": HTTPStatus(status).phrase,
             "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
         }
@@ -284,7 +285,13 @@ def validation_problem(request: Request, exc: RequestValidationError) -> Problem
 # --- handlers ------------------------------------------------------------------------------------
 
 
+#: Statuses whose RFC 9110 name differs from Python's `HTTPStatus` phrase.
+_RFC9110_TITLES: Final = {413: "Content Too Large"}
+
+
 def _slug_for(status: int) -> str:
+    if status in _RFC9110_TITLES:
+        return _RFC9110_TITLES[status].lower().replace(" ", "-")
     try:
         return HTTPStatus(status).phrase.lower().replace(" ", "-").replace("'", "")
     except ValueError:
@@ -292,6 +299,8 @@ def _slug_for(status: int) -> str:
 
 
 def _title_for(status: int) -> str:
+    if status in _RFC9110_TITLES:
+        return _RFC9110_TITLES[status]
     try:
         return HTTPStatus(status).phrase
     except ValueError:

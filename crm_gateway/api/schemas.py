@@ -21,7 +21,8 @@ from eth_utils.address import (
     is_checksum_formatted_address,
     to_checksum_address,
 )
-from pydantic import AfterValidator, BaseModel, ConfigDict, WithJsonSchema
+from fastapi import Query
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
 _ADDRESS_RE: Final = re.compile(r"0x[0-9a-fA-F]{40}", re.ASCII)
@@ -83,3 +84,33 @@ _BYTES32_SCHEMA: Final[dict[str, Any]] = {
 
 EthAddress = Annotated[str, AfterValidator(parse_eth_address), WithJsonSchema(_ADDRESS_SCHEMA)]
 Bytes32Hex = Annotated[str, AfterValidator(parse_bytes32_hex), WithJsonSchema(_BYTES32_SCHEMA)]
+
+
+# --- integers with their real bounds -----------------------------------------------------------
+#: The largest value the gateway's databases hold (SQLite INTEGER and PostgreSQL BIGINT are
+#: signed 64-bit): ids and block numbers above it cannot exist here, so they are refused as
+#: input (422) rather than reaching a query that cannot take them.
+MAX_STORED_INT: Final = 2**63 - 1
+MAX_UINT64: Final = 2**64 - 1
+MAX_UINT256: Final = 2**256 - 1
+
+_ORG_ID_DESCRIPTION: Final = (
+    "An organisation id (uint64 on-chain, given out from 1 up; at most 2^63-1 here)"
+)
+#: An organisation id in a body.
+OrgIdField = Annotated[int, Field(ge=1, le=MAX_STORED_INT, description=_ORG_ID_DESCRIPTION)]
+#: An organisation id in a query.
+OrgIdQuery = Annotated[int, Query(ge=1, le=MAX_STORED_INT, description=_ORG_ID_DESCRIPTION)]
+#: A block number in a query.
+BlockQuery = Annotated[int, Query(ge=0, le=MAX_STORED_INT, description="A block number")]
+
+
+class TypedDataOut(BaseModel):
+    """EIP-712 typed data, as `eth_signTypedData_v4` takes it."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    types: dict[str, list[dict[str, str]]]
+    primary_type: str = Field(alias="primaryType")
+    domain: dict[str, Any]
+    message: dict[str, Any]

@@ -10,6 +10,11 @@ must still hold the hashes the gateway saw when they were mined, so a reorg belo
 different chain under the same id, is named. Block hashes are the node's: checking them against
 the header fields would need each network's header rules (QBFT seals differ), so the links are
 checked, not the hashes' preimages.
+
+Genesis is the block that block 1 names as its parent (see `chain.genesis`: Anvil answers block 0
+by number with one of several genesis blocks after it reloads its state file), and it must be the
+genesis the deployment record names, so a different chain under the same chain id is named as
+such rather than by its missing contracts.
 """
 
 from __future__ import annotations
@@ -24,9 +29,9 @@ from web3.types import RPCEndpoint
 from crm_gateway.chain.calls import batch_requester
 from crm_gateway.chain.connection import Chain
 from crm_gateway.chain.deployments import DeploymentRecord
+from crm_gateway.chain.genesis import ZERO_HASH, hex_hash, is_genesis
 
 DEFAULT_RANGE = 200
-_ZERO_HASH = "0x" + "00" * 32
 
 
 @dataclass(frozen=True)
@@ -50,12 +55,6 @@ class ChainReport:
         )
 
 
-def _hex(value: Any) -> str:
-    if isinstance(value, bytes | bytearray):
-        return "0x" + bytes(value).hex()
-    return str(value).lower()
-
-
 def block_headers(w3: Web3, first: int, last: int) -> list[tuple[int, str, str]]:
     """`(number, hash, parent hash)` of blocks `first..last`, one batch where supported."""
     batch = batch_requester(w3)
@@ -69,14 +68,13 @@ def block_headers(w3: Web3, first: int, last: int) -> list[tuple[int, str, str]]
                 block = response.get("result")
                 if not block:
                     raise RuntimeError(f"the node did not return a block: {response.get('error')}")
-                headers.append(
-                    (int(block["number"], 16), _hex(block["hash"]), _hex(block["parentHash"]))
-                )
+                number = int(block["number"], 16)
+                headers.append((number, hex_hash(block["hash"]), hex_hash(block["parentHash"])))
             return sorted(headers)
     found = []
     for number in range(first, last + 1):
         block = w3.eth.get_block(number)
-        found.append((number, _hex(block["hash"]), _hex(block["parentHash"])))
+        found.append((number, hex_hash(block["hash"]), hex_hash(block["parentHash"])))
     return found
 
 
@@ -100,8 +98,11 @@ def verify_chain(
     for first in range(0, head + 1, block_range):
         last = min(head, first + block_range - 1)
         for number, block_hash, parent in block_headers(w3, first, last):
-            if number == 0 and parent != _ZERO_HASH:
+            if number == 0 and parent != ZERO_HASH:
                 return ChainReport(head, number, 0, f"block 0 has a parent ({parent})")
+            if number == 1 and parent != previous and is_genesis(w3, parent):
+                # Anvil after a reload: block 0 by number is one of its re-made geneses.
+                previous = hashes[0] = parent
             if number > 0 and parent != previous:
                 return ChainReport(
                     head,
@@ -121,6 +122,10 @@ def verify_chain(
                 )
             hashes[number] = block_hash
             previous = block_hash
+            if number == min(head, 1):
+                problem = _check_genesis(record, hashes[0])
+                if problem is not None:
+                    return ChainReport(head, number, 0, problem)
         if on_progress is not None:
             on_progress(last + 1, head + 1)
     missing = [n for n in recorded if n > head]
@@ -140,6 +145,16 @@ def verify_chain(
         if problem is not None:
             return ChainReport(head, head + 1, 0, problem)
     return ChainReport(head, head + 1, len(record.contracts), None)
+
+
+def _check_genesis(record: DeploymentRecord, genesis: str) -> str | None:
+    recorded = record.genesis_hash
+    if recorded is None or recorded.lower() == genesis:
+        return None
+    return (
+        f"the chain's genesis block is {genesis}, not {recorded.lower()} as the deployment "
+        f"record of chain {record.chain_id} says: this is a different chain under the same id"
+    )
 
 
 def _check_deployment(

@@ -24,7 +24,10 @@ and the commands in the project report)
   latest block and timestamp, balances and nonces, contract code and storage; transactions by
   hash, receipts (status, block number/hash, logs) and ``eth_getLogs`` (by range and by block
   hash) all answer as before, and the next block extends the old head (its parent hash is the old
-  head's hash). An indexer and a receipt watcher can rely on this.
+  head's hash). An indexer and a receipt watcher can rely on this. Except block 0: each load
+  makes a new genesis block (stamped with the loaded head's time) beside the dumped ones, and
+  ``eth_getBlockByNumber(0)`` answers any of them; block 1 still names the original as its
+  parent, which is served by hash (`crm_gateway.chain.genesis`; `chain verify` relies on that).
 * Not restored: state *at historical blocks*. ``eth_getBalance``/``eth_call`` at an older block
   fail with ``BlockOutOfRangeError`` after a restart unless Anvil runs with
   ``--preserve-historical-states`` (setting ``ANVIL_PRESERVE_HISTORICAL_STATES``; it makes the

@@ -36,6 +36,9 @@ class DeploymentRecord:
     migrations: list[str] = field(default_factory=list)
     # The account that deployed (CONSORTIUM_ADMIN, first admin of the founding organisation).
     deployer: str | None = None
+    # The hash of the chain's genesis block (see chain/genesis.py): `chain verify` refuses a
+    # chain under the same id that does not start from it. None in records made before it.
+    genesis_hash: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -52,6 +55,7 @@ class DeploymentRecord:
             },
             "migrations": list(self.migrations),
             "deployer": self.deployer,
+            "genesisHash": self.genesis_hash,
         }
 
     @classmethod
@@ -70,6 +74,7 @@ class DeploymentRecord:
             },
             migrations=list(data.get("migrations", [])),
             deployer=data.get("deployer"),
+            genesis_hash=data.get("genesisHash"),
         )
 
     def address_of(self, name: str) -> str | None:

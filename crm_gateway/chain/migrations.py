@@ -27,6 +27,7 @@ from crm_gateway.chain.deployments import (
     verify_record,
 )
 from crm_gateway.chain.fees import fee_fields
+from crm_gateway.chain.genesis import genesis_hash
 from crm_gateway.config import Settings
 
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+$")
@@ -165,6 +166,12 @@ def apply_migrations(
     """Apply every pending migration; `on_step(name, applied)` reports progress."""
     record = store.load()
     verify_record(record, chain, store.path)
+    if record.genesis_hash is None:
+        # A new record, or one made before genesis was recorded (its contracts were just found
+        # on this chain): from now on `chain verify` names a chain that starts elsewhere.
+        record.genesis_hash = genesis_hash(chain.w3)
+        if record.contracts:
+            store.save(record)
     applied, skipped = [], []
     for migration in discover(settings.path(settings.migrations_dir)):
         if migration.name in record.migrations:

@@ -67,10 +67,10 @@ def deploy() -> None:
 
 
 def _deploy(cfg: Settings) -> None:
+    keystore = open_keystore(cfg)
     chain = connect(cfg)
     store = deployment_store(cfg, chain)
     verify_record(store.load(), chain, store.path)
-    keystore = open_keystore(cfg)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=console) as progress:
         task = progress.add_task(f"migrating chain {chain.chain_id}", total=None)
 
@@ -118,6 +118,9 @@ def _serve(cfg: Settings) -> None:
     from crm_gateway.api.app import create_app
     from crm_gateway.logs import log_config
 
+    # Refuses development secrets on CHAIN_KIND=rpc here, in one sentence, rather than as a
+    # traceback from the app's start-up.
+    open_keystore(cfg)
     uvicorn.run(
         create_app(cfg),
         host=cfg.gateway_host,

@@ -36,6 +36,13 @@ from crm_gateway.chain.rawtx import MalformedTransactionError, decode_raw_transa
 from crm_gateway.indexer.read_model import ConsentChangeView, ConsentDecision, ReadModel
 from crm_gateway.pipeline.outbox import ChainWrite
 from crm_gateway.services.access import AccessService, Role
+from crm_gateway.services.consent_access import (
+    HISTORY_ROLES,
+    ConsentReader,
+    authorise,
+    authorise_audience,
+    concerns,
+)
 from crm_gateway.services.errors import (
     ChainRefusedError,
     DomainError,
@@ -453,9 +460,20 @@ class ConsentService:
             as_of_block=decision.as_of_block,
         )
 
-    def history(self, customer_id: str) -> dict[str, Any]:
+    def _visible_history(self, reader: ConsentReader, customer_id: str) -> list[ConsentChangeView]:
+        """The customer's consent changes that concern the reader's organisation (see
+        `consent_access`), after checking the reader's role."""
+        authorise(self._read_model, reader, HISTORY_ROLES)
+        controllers = {p.purpose_id: p.controller_org for p in self._read_model.purposes()}
+        return [
+            change
+            for change in self._read_model.consent_history(customer_id)
+            if concerns(reader, change.org_id, controllers.get(change.purpose_id))
+        ]
+
+    def history(self, reader: ConsentReader, customer_id: str) -> dict[str, Any]:
         """Current consents and every change, with where on the chain each one is."""
-        changes = self._read_model.consent_history(customer_id)
+        changes = self._visible_history(reader, customer_id)
         current: dict[tuple[str, int], ConsentChangeView] = {}
         for change in changes:
             current[(change.purpose_id, change.org_id)] = change
@@ -474,9 +492,9 @@ class ConsentService:
             "history": [_change_json(c) for c in changes],
         }
 
-    def receipt(self, customer_id: str, receipt_id: str) -> dict[str, Any]:
+    def receipt(self, reader: ConsentReader, customer_id: str, receipt_id: str) -> dict[str, Any]:
         """A consent receipt with the fields of ISO/IEC TS 27560, and the event that proves it."""
-        changes = self._read_model.consent_history(customer_id)
+        changes = self._visible_history(reader, customer_id)
         match = next((c for c in changes if c.receipt_hash == receipt_id.lower()), None)
         if match is None:
             raise NotFoundError(f"no consent receipt {receipt_id} for customer {customer_id}")
@@ -529,7 +547,9 @@ class ConsentService:
             },
         }
 
-    def audience(self, purpose: str, org_id: int) -> dict[str, Any]:
+    def audience(self, reader: ConsentReader, purpose: str, org_id: int) -> dict[str, Any]:
+        """The customers who may be contacted for `purpose` by `org_id` now (its MARKETERs)."""
+        authorise_audience(self._read_model, reader, org_id)
         pid = purpose_id(purpose)
         return {
             "purpose_id": pid,

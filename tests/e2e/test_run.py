@@ -73,7 +73,6 @@ def test_run_serves_readyz_and_a_second_run_reuses_the_chain(tmp_path: Path) -> 
     assert ready["chain"] == {
         "kind": "anvil",
         "chain_id": 31337,
-        "rpc_url": f"http://127.0.0.1:{anvil_port}",
         "latest_block": ready["chain"]["latest_block"],
     }
     address = ready["contracts"]["Consortium"]

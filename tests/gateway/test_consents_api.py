@@ -32,9 +32,11 @@ class World:
         admin: dict[str, str],
         steward: dict[str, str],
         relayer: dict[str, str],
+        marketer: dict[str, str],
     ) -> None:
         self.client, self.runtime = client, runtime
         self.admin, self.steward, self.relayer = admin, steward, relayer
+        self.marketer = marketer
         self.marketing = define_purpose(client, admin, runtime, MARKETING, "consent")
         created = client.post(
             "/v1/customers?wait=true", json={"email": "carol@example.com"}, headers=steward
@@ -120,7 +122,14 @@ def world(
     role_key: Callable[[str], dict[str, str]],
     support_purpose: str,
 ) -> World:
-    return World(client, runtime, admin_headers, role_key("DATA_STEWARD"), role_key("RELAYER"))
+    return World(
+        client,
+        runtime,
+        admin_headers,
+        role_key("DATA_STEWARD"),
+        role_key("RELAYER"),
+        role_key("MARKETER"),
+    )
 
 
 def test_a_signed_consent_allows_the_read_and_a_revoke_refuses_the_next(world: World) -> None:
@@ -280,14 +289,14 @@ def test_history_receipts_and_audience(world: World) -> None:
     wait_until(
         lambda: (
             len(
-                world.client.get(f"/v1/consents/{world.customer}", headers=world.relayer).json()[
+                world.client.get(f"/v1/consents/{world.customer}", headers=world.steward).json()[
                     "history"
                 ]
             )
             == 2
         )
     )
-    history = world.client.get(f"/v1/consents/{world.customer}", headers=world.relayer).json()
+    history = world.client.get(f"/v1/consents/{world.customer}", headers=world.steward).json()
     assert [h["granted"] for h in history["history"]] == [True, False]
     assert all(h["tx_hash"].startswith("0x") and h["block_number"] > 0 for h in history["history"])
     assert history["current"][0]["granted"] is False
@@ -298,14 +307,14 @@ def test_history_receipts_and_audience(world: World) -> None:
     states = []
     for item in history["history"]:
         receipt = world.client.get(
-            f"/v1/consents/{world.customer}/receipts/{item['receipt_id']}", headers=world.relayer
+            f"/v1/consents/{world.customer}/receipts/{item['receipt_id']}", headers=world.steward
         ).json()
         jsonschema.validate(receipt, schema, format_checker=jsonschema.FormatChecker())
         assert receipt["proof"]["tx_hash"] == item["tx_hash"]
         states.append(receipt["event"]["state"])
     assert states == ["superseded", "withdrawn"]
     audience = world.client.get(
-        "/v1/marketing/audience", params={"purpose": MARKETING, "org": 1}, headers=world.relayer
+        "/v1/marketing/audience", params={"purpose": MARKETING, "org": 1}, headers=world.marketer
     )
     assert world.customer not in audience.json()["customer_ids"]
 
@@ -314,7 +323,7 @@ def test_a_new_notice_version_voids_earlier_consent(world: World) -> None:
     world.relay(world.signed(world.typed(granted=True)))
     wait_until(lambda: world.check()["granted"])
     audience = world.client.get(
-        "/v1/marketing/audience", params={"purpose": MARKETING, "org": 1}, headers=world.relayer
+        "/v1/marketing/audience", params={"purpose": MARKETING, "org": 1}, headers=world.marketer
     )
     assert world.customer in audience.json()["customer_ids"]
     updated = world.client.post(

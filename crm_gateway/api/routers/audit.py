@@ -13,8 +13,9 @@ from fastapi import APIRouter, Depends, Path, Query, Response, status
 from pydantic import BaseModel, Field
 
 from crm_gateway.api.deps import Caller, CallerDep
+from crm_gateway.api.errors import problem_responses
 from crm_gateway.api.routers.operations import WaitQuery
-from crm_gateway.api.schemas import Bytes32Hex, StrictModel
+from crm_gateway.api.schemas import MAX_STORED_INT, Bytes32Hex, StrictModel
 from crm_gateway.api.services import OperationsDep, RuntimeDep
 from crm_gateway.audit.anchoring import BatchView
 from crm_gateway.runtime import Runtime
@@ -128,7 +129,9 @@ class ProofOut(BaseModel):
 
 
 class ProofIn(StrictModel):
-    batch_id: int = Field(ge=1, description="The AuditAnchor contract's batch id")
+    batch_id: int = Field(
+        ge=1, le=MAX_STORED_INT, description="The AuditAnchor contract's batch id"
+    )
     proof: list[Hex32] = Field(max_length=64)
     leaf: Hex32 | None = None
     seq: Seq | None = None
@@ -182,7 +185,12 @@ def list_anchors(caller: CallerDep, audit: AuditDep) -> AnchorsOut:
     return AnchorsOut(batches=[BatchOut.of(b) for b in audit.batches(actor_of(caller))])
 
 
-@router.post("/v1/audit/anchors", response_model=AnchorsOut, status_code=202)
+@router.post(
+    "/v1/audit/anchors",
+    response_model=AnchorsOut,
+    status_code=202,
+    responses={200: {"model": AnchorsOut, "description": "Settled, or nothing to anchor"}},
+)
 def anchor_now(
     caller: CallerDep,
     audit: AuditDep,
@@ -223,7 +231,9 @@ def entry_proof(
     return ProofOut.model_validate(audit.proof(actor_of(caller), seq))
 
 
-@router.post("/v1/audit/verify-proof", response_model=ProofCheckOut)
+@router.post(
+    "/v1/audit/verify-proof", response_model=ProofCheckOut, responses=problem_responses(404)
+)
 def verify_proof(body: ProofIn, _caller: CallerDep, audit: AuditDep) -> ProofCheckOut:
     """Check an inclusion proof in Python and through the AuditAnchor contract's `verify` view;
     give the `leaf`, or the entry's `seq` and `entry_hash`."""

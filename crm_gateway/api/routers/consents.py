@@ -6,15 +6,22 @@ from typing import Annotated, Any, Literal
 
 from eth_utils.crypto import keccak
 from fastapi import APIRouter, Path, Query, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from crm_gateway.api.deps import CallerDep
+from crm_gateway.api.deps import Caller, CallerDep
 from crm_gateway.api.routers.loyalty import LoyaltyDep
 from crm_gateway.api.routers.operations import OperationOut, WriteDep
-from crm_gateway.api.schemas import Bytes32Hex, StrictModel
+from crm_gateway.api.schemas import (
+    Bytes32Hex,
+    OrgIdField,
+    OrgIdQuery,
+    StrictModel,
+    TypedDataOut,
+)
 from crm_gateway.api.services import ConsentDep
 from crm_gateway.services.consent import LawfulBasis, SignedChange
+from crm_gateway.services.consent_access import ConsentReader
 from crm_gateway.services.errors import DomainError
 
 router = APIRouter(tags=["consent"])
@@ -27,7 +34,7 @@ Purpose = Annotated[
         description="A purpose slug like `marketing.email`, or its 32-byte id",
     ),
 ]
-OrgId = Annotated[int, Query(ge=1, le=2**64 - 1, description="The processor organisation")]
+OrgId = OrgIdQuery
 Uint64 = Annotated[int, Field(ge=0, le=2**64 - 1)]
 Uint256 = Annotated[int, Field(ge=0, le=2**256 - 1)]
 Signature = Annotated[
@@ -57,7 +64,7 @@ class NoticeIn(StrictModel):
 class SignedChangeIn(StrictModel):
     customer_id: Bytes32Hex
     purpose_id: Bytes32Hex
-    org_id: Uint64
+    org_id: OrgIdField
     granted: bool
     expires_at: Uint64 = 0
     nonce: Uint256
@@ -97,6 +104,50 @@ class ConsentCheckOut(BaseModel):
     consistency: str
 
 
+class PurposeOut(BaseModel):
+    purpose_id: str
+    controller_org: int
+    version: int = Field(description="The notice version")
+    notice_hash: str
+    lawful_basis: LawfulBasis
+    active: bool
+
+
+class ConsentHistoryOut(BaseModel):
+    customer_id: str
+    as_of_block: int | None
+    current: list[dict[str, Any]] = Field(
+        description="Per purpose and processor: the live decision and its receipt id"
+    )
+    history: list[dict[str, Any]] = Field(
+        description="Every change, oldest first: block, tx hash, time, how expressed"
+    )
+
+
+class ConsentReceiptOut(BaseModel):
+    """The fields of ISO/IEC TS 27560 (`crm_gateway/schemas/consent_receipt.schema.json`)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    schema_version: str
+    record_id: str
+    data_subject: dict[str, Any]
+    controller: dict[str, Any]
+    processor: dict[str, Any]
+    purpose: dict[str, Any]
+    lawful_basis: str
+    notice: dict[str, Any]
+    event: dict[str, Any]
+    proof: dict[str, Any]
+
+
+class AudienceOut(BaseModel):
+    purpose_id: str
+    org_id: int
+    as_of_block: int | None
+    customer_ids: list[str]
+
+
 # The hottest route comes first: routes are matched one by one, in order.
 @router.get("/v1/consents/check", response_model=ConsentCheckOut)
 async def check_consent(
@@ -121,10 +172,10 @@ async def check_consent(
     return Response(answer.model_dump_json(), media_type="application/json")
 
 
-@router.get("/v1/purposes", tags=["consent"])
-def list_purposes(_caller: CallerDep, consent: ConsentDep) -> list[dict[str, Any]]:
+@router.get("/v1/purposes", tags=["consent"], response_model=list[PurposeOut])
+def list_purposes(_caller: CallerDep, consent: ConsentDep) -> list[PurposeOut]:
     """Registered processing purposes with their lawful basis and notice version."""
-    return consent.purposes()
+    return [PurposeOut.model_validate(p) for p in consent.purposes()]
 
 
 @router.post("/v1/purposes", response_model=OperationOut, status_code=202)
@@ -149,7 +200,7 @@ def update_notice(
     return request.answer(write, {"purpose": purpose, **body.model_dump(mode="json")})
 
 
-@router.get("/v1/consents/typed-data")
+@router.get("/v1/consents/typed-data", response_model=TypedDataOut)
 def consent_typed_data(
     _caller: CallerDep,
     consent: ConsentDep,
@@ -158,9 +209,9 @@ def consent_typed_data(
     org: OrgId,
     granted: Annotated[bool, Query()],
     expiry: Annotated[int, Query(ge=0, le=2**64 - 1, description="Unix time; 0 = none")] = 0,
-) -> dict[str, Any]:
+) -> TypedDataOut:
     """The EIP-712 typed data (eth_signTypedData_v4) a wallet signs, with nonce and deadline."""
-    return consent.typed_data(customer, purpose, org, granted, expiry)
+    return TypedDataOut.model_validate(consent.typed_data(customer, purpose, org, granted, expiry))
 
 
 @router.post("/v1/consents", response_model=OperationOut, status_code=202)
@@ -186,28 +237,35 @@ def broadcast_raw(
     return RawTransactionOut(tx_hash=consent.broadcast_raw(raw))
 
 
-@router.get("/v1/consents/{customer}")
+@router.get("/v1/consents/{customer}", response_model=ConsentHistoryOut)
 def consent_history(
-    customer: Annotated[Bytes32Hex, Path()], _caller: CallerDep, consent: ConsentDep
-) -> dict[str, Any]:
-    """Current consents and the full history (block, tx hash, time, how expressed)."""
-    return consent.history(customer)
+    customer: Annotated[Bytes32Hex, Path()], caller: CallerDep, consent: ConsentDep
+) -> ConsentHistoryOut:
+    """Current consents and the history (block, tx hash, time, how expressed) that concern your
+    organisation: its purposes, or it as the processor (DATA_STEWARD, AGENT, AUDITOR)."""
+    return ConsentHistoryOut.model_validate(consent.history(_reader(caller), customer))
 
 
-@router.get("/v1/consents/{customer}/receipts/{receipt_id}")
+@router.get("/v1/consents/{customer}/receipts/{receipt_id}", response_model=ConsentReceiptOut)
 def consent_receipt(
     customer: Annotated[Bytes32Hex, Path()],
     receipt_id: Annotated[Bytes32Hex, Path()],
-    _caller: CallerDep,
+    caller: CallerDep,
     consent: ConsentDep,
-) -> dict[str, Any]:
-    """A consent receipt with the fields of ISO/IEC TS 27560 and the on-chain event proving it."""
-    return consent.receipt(customer, receipt_id)
+) -> ConsentReceiptOut:
+    """A consent receipt with the fields of ISO/IEC TS 27560 and the on-chain event proving it
+    (as the history: your organisation's consents only)."""
+    return ConsentReceiptOut.model_validate(consent.receipt(_reader(caller), customer, receipt_id))
 
 
-@router.get("/v1/marketing/audience")
+@router.get("/v1/marketing/audience", response_model=AudienceOut)
 def marketing_audience(
-    _caller: CallerDep, consent: ConsentDep, purpose: Purpose, org: OrgId
-) -> dict[str, Any]:
-    """The customer ids that may be contacted for this purpose by this organisation now."""
-    return consent.audience(purpose, org)
+    caller: CallerDep, consent: ConsentDep, purpose: Purpose, org: OrgId
+) -> AudienceOut:
+    """The customer ids that may be contacted for this purpose by this organisation now
+    (a MARKETER of that organisation)."""
+    return AudienceOut.model_validate(consent.audience(_reader(caller), purpose, org))
+
+
+def _reader(caller: Caller) -> ConsentReader:
+    return ConsentReader(org_id=caller.org_id, account=caller.account)

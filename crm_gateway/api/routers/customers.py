@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, status
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from crm_gateway.api.deps import Caller, CallerDep
 from crm_gateway.api.routers.operations import OperationOut, WriteDep, WriteRequest
-from crm_gateway.api.schemas import Bytes32Hex, EthAddress, StrictModel
+from crm_gateway.api.schemas import Bytes32Hex, EthAddress, StrictModel, TypedDataOut
 from crm_gateway.api.services import CustomersDep
 from crm_gateway.customers.profile import CustomerProfile, ProfilePatch
 from crm_gateway.services.customers import Actor, CustomerWrite
@@ -57,6 +57,21 @@ class WalletLink(StrictModel):
     signature: str = Field(
         pattern=r"^0x[0-9a-fA-F]{130}$", description="65-byte signature of the typed data, hex"
     )
+
+
+class CustomerExportOut(BaseModel):
+    """Everything held about the customer (GDPR Art. 15 and 20)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    customer_id: str
+    controller_organisation: int
+    version: int
+    profile: dict[str, Any]
+    created_at: str
+    updated_at: str
+    on_chain: dict[str, Any]
+    access_log: list[dict[str, Any]]
 
 
 def _actor(caller: Caller) -> Actor:
@@ -154,23 +169,25 @@ def verify_customer(
     )
 
 
-@router.get("/{customer_id}/export")
+@router.get("/{customer_id}/export", response_model=CustomerExportOut)
 def export_customer(
     customer_id: CustomerId, caller: CallerDep, customers: CustomersDep
-) -> dict[str, Any]:
+) -> CustomerExportOut:
     """Everything held about the customer, as portable JSON (GDPR Art. 15 and 20)."""
-    return customers.export(_actor(caller), customer_id)
+    return CustomerExportOut.model_validate(customers.export(_actor(caller), customer_id))
 
 
-@router.get("/{customer_id}/wallet/typed-data")
+@router.get("/{customer_id}/wallet/typed-data", response_model=TypedDataOut)
 def wallet_typed_data(
     customer_id: CustomerId,
     wallet: Annotated[EthAddress, Query(description="The wallet to link")],
     caller: CallerDep,
     customers: CustomersDep,
-) -> dict[str, Any]:
+) -> TypedDataOut:
     """The EIP-712 typed data (eth_signTypedData_v4 JSON) the customer's wallet must sign."""
-    return customers.wallet_typed_data(_actor(caller), customer_id, wallet)
+    return TypedDataOut.model_validate(
+        customers.wallet_typed_data(_actor(caller), customer_id, wallet)
+    )
 
 
 @router.post("/{customer_id}/wallet", response_model=CustomerWriteOut, status_code=202)

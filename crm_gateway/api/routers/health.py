@@ -1,11 +1,17 @@
-"""Liveness and readiness."""
+"""Liveness and readiness.
+
+`/readyz` answers anyone, so it names no credential and no endpoint: not the RPC URL (which may
+carry a user and password or an API token in its path or query), not the database URL, only
+what is checked and whether it answered.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Literal
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from sqlalchemy import text
 
 from crm_gateway.api.services import RuntimeDep
@@ -13,25 +19,42 @@ from crm_gateway.api.services import RuntimeDep
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
-async def healthz() -> dict[str, str]:
+class HealthOut(BaseModel):
+    status: Literal["ok"]
+
+
+class ChainInfoOut(BaseModel):
+    kind: str = Field(description="embedded, anvil or rpc")
+    chain_id: int
+    latest_block: int | None = None
+
+
+class ReadinessOut(BaseModel):
+    status: Literal["ready", "not ready"]
+    checks: dict[str, str] = Field(description="chain, contracts, database: `ok` or what failed")
+    chain: ChainInfoOut
+    contracts: dict[str, str] = Field(description="Contract name -> address")
+
+
+@router.get("/healthz", response_model=HealthOut)
+async def healthz() -> HealthOut:
     """The process is up."""
-    return {"status": "ok"}
+    return HealthOut(status="ok")
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    response_model=ReadinessOut,
+    responses={503: {"model": ReadinessOut, "description": "Not ready: a check failed"}},
+)
 def readyz(runtime: RuntimeDep) -> JSONResponse:
     """Ready when the chain answers, the contracts have code and the database answers."""
-    checks: dict[str, Any] = {}
+    checks: dict[str, str] = {}
     ready = True
     chain = runtime.chain
-    chain_info: dict[str, Any] = {
-        "kind": chain.kind.value,
-        "chain_id": chain.chain_id,
-        "rpc_url": chain.rpc_url,
-    }
+    chain_info = ChainInfoOut(kind=chain.kind.value, chain_id=chain.chain_id)
     try:
-        chain_info["latest_block"] = chain.latest_block()
+        chain_info.latest_block = chain.latest_block()
         checks["chain"] = "ok"
     except Exception as exc:
         ready = False
@@ -48,10 +71,10 @@ def readyz(runtime: RuntimeDep) -> JSONResponse:
     except Exception as exc:
         ready = False
         checks["database"] = f"unreachable: {type(exc).__name__}"
-    body = {
-        "status": "ready" if ready else "not ready",
-        "checks": checks,
-        "chain": chain_info,
-        "contracts": deployed,
-    }
-    return JSONResponse(body, status_code=200 if ready else 503)
+    body = ReadinessOut(
+        status="ready" if ready else "not ready",
+        checks=checks,
+        chain=chain_info,
+        contracts=dict(deployed),
+    )
+    return JSONResponse(body.model_dump(mode="json"), status_code=200 if ready else 503)

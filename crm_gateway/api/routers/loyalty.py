@@ -6,11 +6,18 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from crm_gateway.api.deps import CallerDep
 from crm_gateway.api.routers.operations import OperationOut, WriteDep
-from crm_gateway.api.schemas import Bytes32Hex, EthAddress, StrictModel
+from crm_gateway.api.schemas import (
+    MAX_STORED_INT,
+    BlockQuery,
+    Bytes32Hex,
+    EthAddress,
+    StrictModel,
+    TypedDataOut,
+)
 from crm_gateway.api.services import RuntimeDep
 from crm_gateway.runtime import Runtime
 from crm_gateway.services.errors import ChainRefusedError, DomainError
@@ -121,6 +128,41 @@ class TransactionOut(BaseModel):
     events: list[dict[str, Any]] | None = None
 
 
+class AllowanceOut(BaseModel):
+    owner: str
+    spender: str
+    allowance: int
+    block: int
+    consistency: str
+
+
+class BalanceOut(BaseModel):
+    customer_id: str | None
+    wallet: str | None
+    balance: int
+    block: int | None
+    as_of_block: int | None
+    consistency: str
+
+
+class LoyaltyHistoryOut(BaseModel):
+    customer_id: str | None
+    wallet: str | None
+    as_of_block: int | None
+    movements: list[dict[str, Any]] = Field(description="Oldest first")
+
+
+class SettlementOut(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    from_time: str | None = Field(alias="from")
+    to_time: str | None = Field(alias="to")
+    period: Period
+    as_of_block: int | None
+    totals: list[dict[str, Any]] = Field(description="Per merchant organisation")
+    periods: list[dict[str, Any]]
+
+
 @router.post("/earn", response_model=OperationOut, status_code=202)
 def earn(body: EarnIn, request: WriteDep, loyalty: LoyaltyDep) -> OperationOut:
     """Issue points to a customer's registered wallet for your organisation (MERCHANT key)."""
@@ -186,7 +228,7 @@ def transfer(body: RawTransactionIn, request: WriteDep, loyalty: LoyaltyDep) -> 
     return TransactionOut.model_validate(outcome)
 
 
-@router.get("/permit-typed-data")
+@router.get("/permit-typed-data", response_model=TypedDataOut)
 def permit_typed_data(
     _caller: CallerDep,
     loyalty: LoyaltyDep,
@@ -194,24 +236,26 @@ def permit_typed_data(
     spender: Annotated[str, Query(pattern=r"^0x[0-9a-fA-F]{40}$")],
     value: Annotated[int, Query(ge=0, le=2**256 - 1)],
     deadline: Annotated[int | None, Query(ge=0, le=2**256 - 1)] = None,
-) -> dict[str, Any]:
+) -> TypedDataOut:
     """The EIP-712 typed data (eth_signTypedData_v4) of a permit the customer's wallet signs,
     with the owner's next nonce and a deadline."""
-    return loyalty.permit_typed_data(customer, spender, value, deadline)
+    return TypedDataOut.model_validate(
+        loyalty.permit_typed_data(customer, spender, value, deadline)
+    )
 
 
-@router.get("/allowance")
+@router.get("/allowance", response_model=AllowanceOut)
 def allowance(
     _caller: CallerDep,
     loyalty: LoyaltyDep,
     owner: Annotated[str, Query(min_length=42, max_length=66)],
     spender: Annotated[str, Query(pattern=r"^0x[0-9a-fA-F]{40}$")],
-) -> dict[str, Any]:
+) -> AllowanceOut:
     """How many of the owner's points the spender may still move (from the chain)."""
-    return loyalty.allowance(owner, spender)
+    return AllowanceOut.model_validate(loyalty.allowance(owner, spender))
 
 
-@router.get("/settlement")
+@router.get("/settlement", response_model=SettlementOut)
 def settlement(
     _caller: CallerDep,
     loyalty: LoyaltyDep,
@@ -222,36 +266,43 @@ def settlement(
         datetime | None, Query(alias="to", description="End (exclusive), ISO 8601")
     ] = None,
     period: Annotated[Period, Query()] = Period.MONTH,
-) -> dict[str, Any]:
+) -> SettlementOut:
     """Per merchant organisation: points issued, redeemed and net (issued - redeemed), per
     period and in total, by block time (UTC), from the read model."""
-    return loyalty.settlement(_aware(from_time), _aware(to_time), period)
+    return SettlementOut.model_validate(
+        loyalty.settlement(_aware(from_time), _aware(to_time), period)
+    )
 
 
-@router.get("/{customer}/balance")
+@router.get("/{customer}/balance", response_model=BalanceOut)
 def balance(
     customer: Customer,
     _caller: CallerDep,
     loyalty: LoyaltyDep,
     as_of_block: Annotated[
-        int | None, Query(ge=0, description="The balance at the end of this block")
+        int | None,
+        Query(ge=0, le=MAX_STORED_INT, description="The balance at the end of this block"),
     ] = None,
     consistency: Annotated[Literal["read_model", "chain"], Query()] = "read_model",
-) -> dict[str, Any]:
+) -> BalanceOut:
     """A customer's (or wallet's) balance from the read model, now or at a block."""
-    return loyalty.balance(customer, as_of_block=as_of_block, consistency=consistency)
+    return BalanceOut.model_validate(
+        loyalty.balance(customer, as_of_block=as_of_block, consistency=consistency)
+    )
 
 
-@router.get("/{customer}/history")
+@router.get("/{customer}/history", response_model=LoyaltyHistoryOut)
 def history(
     customer: Customer,
     _caller: CallerDep,
     loyalty: LoyaltyDep,
-    from_block: Annotated[int, Query(ge=0)] = 0,
+    from_block: BlockQuery = 0,
     limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
-) -> dict[str, Any]:
+) -> LoyaltyHistoryOut:
     """A customer's (or wallet's) earns, rewards, redemptions and transfers, oldest first."""
-    return loyalty.history(customer, from_block=from_block, limit=limit)
+    return LoyaltyHistoryOut.model_validate(
+        loyalty.history(customer, from_block=from_block, limit=limit)
+    )
 
 
 def _aware(moment: datetime | None) -> datetime | None:

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Path
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from crm_gateway.api.deps import CallerDep
 from crm_gateway.api.routers.operations import OperationOut, WriteDep
-from crm_gateway.api.schemas import EthAddress, StrictModel
+from crm_gateway.api.schemas import MAX_STORED_INT, EthAddress, OrgIdField, StrictModel
 from crm_gateway.api.services import AccessDep
 from crm_gateway.chain.jsonable import to_jsonable
 from crm_gateway.services.access import ProposalKind
 
 router = APIRouter(prefix="/v1/orgs", tags=["organisations"])
 
-OrgId = Annotated[int, Path(ge=1, le=2**64 - 1, description="Organisation id")]
+OrgId = Annotated[int, Path(ge=1, le=MAX_STORED_INT, description="Organisation id")]
 ProposalId = Annotated[int, Path(ge=1, le=2**256 - 1, description="Proposal id")]
 
 
@@ -36,12 +36,12 @@ class AddOrganization(StrictModel):
 
 class SuspendOrganization(StrictModel):
     kind: Literal["suspend_organization"]
-    organization_id: int = Field(ge=1, le=2**64 - 1)
+    organization_id: OrgIdField
 
 
 class ReactivateOrganization(StrictModel):
     kind: Literal["reactivate_organization"]
-    organization_id: int = Field(ge=1, le=2**64 - 1)
+    organization_id: OrgIdField
 
 
 class ChangeThreshold(StrictModel):
@@ -49,6 +49,22 @@ class ChangeThreshold(StrictModel):
     threshold_bps: int = Field(
         ge=1, le=10_000, description="Approvals needed, in basis points of active organisations"
     )
+
+
+class ProposalOut(BaseModel):
+    """A proposal as the Consortium contract keeps it, with its approvals so far."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    kind: int = Field(description="ProposalKind: 0 add, 1 suspend, 2 reactivate, 3 threshold")
+    proposer_org: int = Field(alias="proposerOrg")
+    created_at: int = Field(alias="createdAt")
+    expires_at: int = Field(alias="expiresAt")
+    executed: bool
+    proposer: str
+    data: str = Field(description="The ABI-encoded arguments, hex")
+    approvals: int
+    required_approvals: int = Field(alias="requiredApprovals")
 
 
 ProposalIn = Annotated[
@@ -82,10 +98,10 @@ def propose(
     return request.answer(write, payload)
 
 
-@router.get("/proposals/{proposal_id}")
-def get_proposal(proposal_id: ProposalId, _caller: CallerDep, access: AccessDep) -> dict[str, Any]:
+@router.get("/proposals/{proposal_id}", response_model=ProposalOut)
+def get_proposal(proposal_id: ProposalId, _caller: CallerDep, access: AccessDep) -> ProposalOut:
     """A proposal: kind, proposing organisation, expiry, approvals so far and approvals needed."""
-    return dict(to_jsonable(access.proposal(proposal_id)))
+    return ProposalOut.model_validate(to_jsonable(access.proposal(proposal_id)))
 
 
 @router.post("/proposals/{proposal_id}/approvals", response_model=OperationOut, status_code=202)

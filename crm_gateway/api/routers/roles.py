@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from crm_gateway.api.deps import CallerDep
 from crm_gateway.api.routers.audit import AuditDep, actor_of
 from crm_gateway.api.routers.operations import OperationOut, WriteDep
-from crm_gateway.api.schemas import EthAddress, StrictModel
+from crm_gateway.api.schemas import MAX_STORED_INT, EthAddress, StrictModel
 from crm_gateway.api.services import AccessDep
 from crm_gateway.services.access import Role
 from crm_gateway.store.models import AccessAction
@@ -40,7 +40,9 @@ class AccountRolesOut(BaseModel):
 def list_roles(
     _caller: CallerDep,
     access: AccessDep,
-    org: Annotated[int | None, Query(ge=1, description="Only this organisation")] = None,
+    org: Annotated[
+        int | None, Query(ge=1, le=MAX_STORED_INT, description="Only this organisation")
+    ] = None,
     role: Annotated[Role | None, Query(description="Only this role")] = None,
 ) -> list[RoleHoldingOut]:
     """Role holders, read from the chain."""
