@@ -91,9 +91,7 @@ def test_a_key_made_while_the_gateway_serves_writes_at_once(
     with gateway.client(key.group(1)) as client:
         deadline = time.monotonic() + 20
         while True:  # until the gateway's read model has the new account's role
-            response = client.post(
-                "/v1/customers?wait=true", json={"email": "new.key@example.com"}
-            )
+            response = client.post("/v1/customers?wait=true", json={"email": "new.key@example.com"})
             if response.status_code != 403 or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
@@ -127,9 +125,7 @@ def test_an_import_beside_the_gateways_sender_counts_what_the_chain_did(
     )
     registered = registry.events.CustomerRegistered().get_logs(from_block=0)
     skipped = registry.events.RegistrationSkipped().get_logs(from_block=0)
-    assert Counter(Counter(log["args"]["customerId"] for log in registered).values()) == {
-        1: people
-    }
+    assert Counter(Counter(log["args"]["customerId"] for log in registered).values()) == {1: people}
     assert skipped == []  # a fresh chain: no batch was sent twice
     assert report["on_chain"]["registered"] == len(registered) == people
     assert report["on_chain"]["skipped"] == 0

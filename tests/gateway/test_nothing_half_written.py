@@ -14,8 +14,8 @@ from eth_account import Account
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from crm_gateway.runtime import Runtime
 from crm_gateway.chain.keystore import Keystore
+from crm_gateway.runtime import Runtime
 from crm_gateway.store.models import BlindIndex, CustomerRecord, Operation
 from tests.gateway.conftest import wait_until
 
@@ -54,7 +54,7 @@ def test_a_registration_the_chain_refuses_is_taken_back_and_the_same_request_the
 
     refused = client.post("/v1/customers?wait=true", json=BOB, headers=steward)
     assert refused.status_code == 422, refused.text
-    customer_id = refused.json()["customer_id"] if "customer_id" in refused.json() else None
+    customer_id = refused.json().get("customer_id", None)
     # Nothing of the request stays off-chain: no sealed record, no blind index.
     assert _count(runtime, CustomerRecord) == 0
     assert _count(runtime, BlindIndex) == 0
