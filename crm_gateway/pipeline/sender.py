@@ -161,12 +161,11 @@ class Sender:
                     )
                 return all(self._submit(seq) for seq in sequence)
             try:
-                tx = self._sign(session, live, call.address, data, estimate, account)
+                tx = self._record(session, live, call.address, data, estimate, account)
             except _Taken:
                 return True
             if tx is None:
                 return False
-            session.commit()
             broadcast(self._contracts.chain.w3, session, tx)
             session.commit()
             return True
@@ -204,12 +203,11 @@ class Sender:
                 return True
 
             try:
-                tx = self._sign(session, [operation], call.address, data, estimate, account)
+                tx = self._record(session, [operation], call.address, data, estimate, account)
             except _Taken:
                 return True
             if tx is None:
                 return False
-            session.commit()
             broadcast(w3, session, tx)
             session.commit()
             return True
@@ -241,6 +239,29 @@ class Sender:
                 log.info("no gas from eth_createAccessList (%s); using eth_estimateGas", exc)
                 self._access_lists = False
         return int(w3.eth.estimate_gas(tx))
+
+    def _record(
+        self,
+        session: Session,
+        operations: Sequence[Operation],
+        to: str,
+        data: str,
+        estimate: int,
+        account: Any,
+    ) -> ChainTransaction | None:
+        """Sign, claim the operations and commit; on any failure before the commit the nonce
+        taken is given back (re-read on next use), so the account's nonces keep no gap."""
+        try:
+            tx = self._sign(session, operations, to, data, estimate, account)
+            if tx is not None:
+                session.commit()
+            return tx
+        except _Taken:
+            raise
+        except BaseException:
+            session.rollback()
+            self._nonces.forget(account.address)
+            raise
 
     def _sign(
         self,

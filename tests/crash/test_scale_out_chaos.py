@@ -159,6 +159,11 @@ def cluster(tmp_path: Path, postgres_schema_url: str) -> Iterator[Cluster]:
 def test_three_gateways_an_import_and_chaos_write_everything_exactly_once(
     cluster: Cluster, tmp_path: Path
 ) -> None:
+    t0 = time.monotonic()
+
+    def phase(name: str) -> None:
+        print(f"{time.monotonic() - t0:6.1f}s {name}")
+
     settings = cluster.settings[0]
     chain = connect(settings)
     record = deploy(settings, chain, open_keystore(settings)).record
@@ -186,6 +191,7 @@ def test_three_gateways_an_import_and_chaos_write_everything_exactly_once(
     for gateway in cluster.gateways:
         gateway.wait_ready()
 
+    phase("gateways ready")
     first = cluster.gateways[0]
     with first.client(keys["admin"]) as http:
         for role, account in (
@@ -204,6 +210,7 @@ def test_three_gateways_an_import_and_chaos_write_everything_exactly_once(
     people = Populator(
         chain.w3, populator, contract("CustomerRegistry"), chain.chain_id
     ).customers_with_wallets(CUSTOMERS)
+    phase("set up")
     time.sleep(2)  # the read model takes in the grants, the purpose and the wallets
 
     # --- the load -----------------------------------------------------------------------
@@ -305,6 +312,7 @@ def test_three_gateways_an_import_and_chaos_write_everything_exactly_once(
     finally:
         stop.set()
         chaos_thread.join(timeout=60)
+    phase(f"load acknowledged, import runs: {importer_done}")
     assert not errors, errors
     assert importer_done, "the import never finished"
     for gateway in cluster.gateways:  # everyone up again for the settling
@@ -315,7 +323,9 @@ def test_three_gateways_an_import_and_chaos_write_everything_exactly_once(
 
     assert len(acknowledged) == len(requests)
     ids = [_operation_id(answer) for _who, answer in acknowledged.values()]
+    phase("gateways up again")
     settled = _wait_settled(cluster, keys["admin"], ids)
+    phase("settled")
     refused = {i: s["error"] for i, s in settled.items() if s["status"] != "confirmed"}
     assert not refused, refused
 
