@@ -38,13 +38,26 @@ def runtime(chain_settings: Settings) -> Iterator[Runtime]:
     built.close()
 
 
+class CountingNonces(NonceAllocator):
+    """A process's nonce allocator that remembers the nonces it handed out."""
+
+    def __init__(self, w3: Any) -> None:
+        super().__init__(w3)
+        self.handed_out: list[int] = []
+
+    def allocate(self, session: Any, sender: str) -> int:
+        nonce = super().allocate(session, sender)
+        self.handed_out.append(nonce)
+        return nonce
+
+
 def _process(runtime: Runtime, *, lease_seconds: float) -> Sender:
     """A sender as another process of the same organisation would have it."""
     return Sender(
         contracts=runtime.contracts,
         keystore=runtime.keystore,
         session_factory=runtime.session_factory,
-        nonces=NonceAllocator(runtime.chain.w3),
+        nonces=CountingNonces(runtime.chain.w3),
         leases=Leases(runtime.session_factory, seconds=lease_seconds),
         gas_limit_multiplier=runtime.settings.gas_limit_multiplier,
     )
@@ -149,8 +162,11 @@ def test_two_senders_take_turns_per_signer_and_keep_its_order(runtime: Runtime) 
     _race(senders, runtime)
     _assert_exactly_once(runtime, queued, nonce_before)
     settled = _settle_all(runtime, [operation_id for operation_id, _ in queued])
-    # One account, one sender at a time: nonces follow the outbox's order, without a gap.
+    # One account, one sender at a time: nonces follow the outbox's order, without a gap, and
+    # only the lease's holder handed any out (no two processes signing for it at once).
     assert [view.nonce for view in settled] == list(range(nonce_before, nonce_before + OPERATIONS))
+    counts = sorted(len(sender._nonces.handed_out) for sender in senders)  # type: ignore[attr-defined]
+    assert counts == [0, OPERATIONS]
 
 
 @pytest.mark.parametrize("chain_settings", ONE_CHAIN_TWO_DATABASES[:1], indirect=True)
