@@ -100,6 +100,10 @@ class Settings(BaseSettings):
     pipeline_max_batch_items: Annotated[int, Field(ge=1, le=1_000)] = 100
     pipeline_max_batch_gas: Annotated[int, Field(ge=100_000)] = 12_000_000
     wait_timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
+    # Several processes may share the database (gateway replicas, API workers, CLI commands):
+    # one at a time signs for each account and one runs the watcher, the indexer and anchoring,
+    # under leases renewed while they work; a process that dies loses them after this long.
+    lease_seconds: Annotated[float, Field(gt=0)] = 10.0
 
     # --- indexer and read model --------------------------------------------------------------
     # Run the indexer (contract events into the read model) inside the gateway.

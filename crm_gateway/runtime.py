@@ -24,6 +24,7 @@ from crm_gateway.chain.keystore import Keystore, KeystoreError, require_fast_sig
 from crm_gateway.chain.migrations import MigrationReport, apply_migrations
 from crm_gateway.config import ChainKind, Settings
 from crm_gateway.indexer import ChainIndexer, IndexerWorker, ReadModel
+from crm_gateway.pipeline.leases import Leases
 from crm_gateway.pipeline.nonces import NonceAllocator
 from crm_gateway.pipeline.sender import Sender
 from crm_gateway.pipeline.watcher import Watcher
@@ -129,6 +130,9 @@ class Runtime:
     # The access log's anchoring on-chain, and its background worker.
     anchorer: Anchorer
     anchor_worker: AnchorWorker
+    # Who signs for which account and who runs the background work, among the processes
+    # sharing the database (see `pipeline.leases`).
+    leases: Leases
 
     @property
     def artifacts(self) -> Artifacts:
@@ -142,6 +146,10 @@ class Runtime:
         self.anchor_worker.stop()
         self.index_worker.stop()
         self.pipeline.stop()
+        try:
+            self.leases.release_all()
+        except Exception as exc:  # the database went away: the leases expire on their own
+            log.warning("could not release leases: %s", exc)
         engine = self.session_factory.kw.get("bind")
         if engine is not None:
             engine.dispose()
@@ -167,12 +175,14 @@ def build_runtime(settings: Settings, *, chain: Chain | None = None) -> Runtime:
     engine = make_engine(settings.database_url, echo=settings.database_echo)
     sessions = sessionmaker(engine, expire_on_commit=False)
     nonces = NonceAllocator(chain.w3)
+    leases = Leases(sessions, seconds=settings.lease_seconds)
     worker = PipelineWorker(
         Sender(
             contracts=contracts,
             keystore=keystore,
             session_factory=sessions,
             nonces=nonces,
+            leases=leases,
             gas_limit_multiplier=settings.gas_limit_multiplier,
             max_batch_items=settings.pipeline_max_batch_items,
             max_batch_gas=settings.pipeline_max_batch_gas,
@@ -186,6 +196,7 @@ def build_runtime(settings: Settings, *, chain: Chain | None = None) -> Runtime:
         ),
         sender_poll=settings.sender_poll_seconds,
         watcher_poll=settings.watcher_poll_seconds,
+        leases=leases,
     )
     vault = KeyringFileProvider(settings.path(settings.vault_keyring_file))
     indexer = BlindIndexer(load_index_key(settings, vault))
@@ -197,6 +208,7 @@ def build_runtime(settings: Settings, *, chain: Chain | None = None) -> Runtime:
             reorg_depth=settings.indexer_reorg_depth,
         ),
         poll=settings.indexer_poll_seconds,
+        leases=leases,
     )
     read_model = ReadModel(engine)
     anchorer = Anchorer(
@@ -222,5 +234,7 @@ def build_runtime(settings: Settings, *, chain: Chain | None = None) -> Runtime:
             anchorer,
             interval=settings.audit_anchor_interval_seconds,
             signer=functools.partial(anchor_signer, settings, read_model, keystore),
+            leases=leases,
         ),
+        leases,
     )

@@ -7,20 +7,30 @@ import threading
 from collections.abc import Callable
 
 from crm_gateway.audit.anchoring import Anchorer
+from crm_gateway.pipeline.leases import Hold, Leases
 from crm_gateway.services.errors import DomainError
 
 log = logging.getLogger(__name__)
+
+LEASE = "anchor"
 
 
 class AnchorWorker:
     """Every `interval` seconds: settle pending batches, then anchor the new entries, signed by
     the account `signer()` names (None: no AUDITOR key in this gateway's keystore, so the worker
-    only settles; anchoring on demand still works with an AUDITOR API key)."""
+    only settles; anchoring on demand still works with an AUDITOR API key). With `leases`, a
+    round runs only in the process holding the `anchor` lease: one per organisation."""
 
     def __init__(
-        self, anchorer: Anchorer, *, interval: float, signer: Callable[[], str | None]
+        self,
+        anchorer: Anchorer,
+        *,
+        interval: float,
+        signer: Callable[[], str | None],
+        leases: Leases | None = None,
     ) -> None:
         self.anchorer = anchorer
+        self._leases = leases
         self.interval = interval
         self.signer = signer
         self._stop = threading.Event()
@@ -63,6 +73,8 @@ class AnchorWorker:
         # a handful of entries at every start.
         while not self._stop.wait(self.interval):
             try:
+                if self._leases is not None and self._leases.hold(LEASE) is Hold.NOT_HELD:
+                    continue
                 self.run_once()
             except DomainError as refusal:
                 log.warning("audit anchoring refused: %s", refusal.detail)

@@ -1,4 +1,4 @@
-"""Signer keys in encrypted keystore files (Web3 Secret Storage), unlocked once at start.
+"""Signer keys in encrypted keystore files (Web3 Secret Storage), unlocked at start or on first use.
 
 Signing happens locally with eth-account. eth-keys silently falls back to a pure-Python backend
 when coincurve is missing, which signs about ten times slower; `require_fast_signing` refuses to
@@ -86,5 +86,16 @@ class Keystore:
         return {address: self.unlock(address) for address in self.addresses()}
 
     def get(self, address: str) -> LocalAccount | None:
-        """An already unlocked account, or None."""
-        return self._unlocked.get(to_checksum_address(address))
+        """The account, unlocked, or None when the keystore has no key for it.
+
+        A key added to the directory after start (`crm-chaincode apikeys create` or `accounts
+        new` in another process) is unlocked on its first use here, without a restart.
+        """
+        checksum = to_checksum_address(address)
+        account = self._unlocked.get(checksum)
+        if account is not None or not self._path(checksum).is_file():
+            return account
+        try:
+            return self.unlock(checksum)
+        except (KeystoreError, OSError, ValueError, KeyError):
+            return None  # unreadable (e.g. being written): not available now

@@ -104,15 +104,25 @@ def node() -> None:
             console.print("stopping Anvil")
 
 
+WORKERS_OPTION = typer.Option(
+    1,
+    "--workers",
+    min=1,
+    max=64,
+    help="API processes on one port. The pipeline, the indexer and anchoring still run once "
+    "per organisation: in whichever process holds their lease, and in another if it dies.",
+)
+
+
 @app.command()
-def serve() -> None:
+def serve(workers: int = WORKERS_OPTION) -> None:
     """Serve the gateway (the chain must be reachable and deployed)."""
     cfg = settings()
     with one_sentence_errors():
-        _serve(cfg)
+        _serve(cfg, workers)
 
 
-def _serve(cfg: Settings) -> None:
+def _serve(cfg: Settings, workers: int = 1) -> None:
     import uvicorn
 
     from crm_gateway.api.app import create_app
@@ -121,8 +131,25 @@ def _serve(cfg: Settings) -> None:
     # Refuses development secrets on CHAIN_KIND=rpc here, in one sentence, rather than as a
     # traceback from the app's start-up.
     open_keystore(cfg)
+    if workers == 1:
+        uvicorn.run(
+            create_app(cfg),
+            host=cfg.gateway_host,
+            port=cfg.gateway_port,
+            log_config=log_config(cfg.log_level),
+            log_level=cfg.log_level,
+            timeout_graceful_shutdown=5,
+        )
+        return
+    if cfg.chain_kind is ChainKind.EMBEDDED:
+        fail("--workers needs a chain the processes share: CHAIN_KIND=anvil or rpc")
+    if ":memory:" in cfg.database_url or cfg.database_url.rstrip("/") == "sqlite:":
+        fail("--workers needs a database the processes share, not an in-memory one")
+    # Each worker process builds its own app (and runtime) from the same environment.
     uvicorn.run(
-        create_app(cfg),
+        "crm_gateway.api.app:create_app",
+        factory=True,
+        workers=workers,
         host=cfg.gateway_host,
         port=cfg.gateway_port,
         log_config=log_config(cfg.log_level),
@@ -132,7 +159,7 @@ def _serve(cfg: Settings) -> None:
 
 
 @app.command()
-def run() -> None:
+def run(workers: int = WORKERS_OPTION) -> None:
     """Start Anvil (for CHAIN_KIND=anvil), apply pending migrations, serve the gateway."""
     from crm_gateway.chain.anvil import AnvilNode
 
@@ -141,7 +168,7 @@ def run() -> None:
         if cfg.chain_kind is not ChainKind.ANVIL:
             if cfg.chain_kind is ChainKind.RPC:
                 _deploy(cfg)
-            _serve(cfg)
+            _serve(cfg, workers)
             return
         with AnvilNode(cfg) as anvil:
             console.print(f"Anvil on {anvil.url}, state in {cfg.path(cfg.anvil_state_file)}")
@@ -150,4 +177,4 @@ def run() -> None:
                 f"gateway on http://{cfg.gateway_host}:{cfg.gateway_port} "
                 f"(docs at /docs); Ctrl-C stops the gateway and Anvil"
             )
-            _serve(cfg)
+            _serve(cfg, workers)

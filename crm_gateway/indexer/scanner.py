@@ -198,6 +198,16 @@ class ChainIndexer:
             self._as_of = block
             self._changed.notify_all()
 
+    def follow(self) -> int | None:
+        """Take the block the read model is at from the database's cursor, where another
+        process indexes (this one is not the organisation's indexer); that block."""
+        with self.session_factory() as session:
+            cursor = session.get(IndexerCursor, CURSOR_NAME)
+            block = cursor.block_number if cursor is not None else None
+        if block is not None and block != self._as_of:
+            self._set_as_of(block)
+        return block
+
     def wait_for_block(self, block: int, timeout: float) -> bool:
         """Block until this indexer has indexed `block` (True), or `timeout` seconds (False)."""
         with self._changed:

@@ -4,20 +4,28 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from crm_gateway.indexer.scanner import ChainIndexer
+from crm_gateway.pipeline.leases import Hold, Leases
 
 log = logging.getLogger(__name__)
 
 _MAX_BACKOFF_SECONDS = 5.0
+LEASE = "indexer"
 
 
 class IndexerWorker:
-    """Steps the indexer: back to back while it has work, every `poll` seconds at the head."""
+    """Steps the indexer: back to back while it has work, every `poll` seconds at the head.
 
-    def __init__(self, indexer: ChainIndexer, *, poll: float) -> None:
+    With `leases`, only the process holding the `indexer` lease steps (one indexer per
+    organisation, whatever the number of processes); the others follow the cursor it moves.
+    """
+
+    def __init__(self, indexer: ChainIndexer, *, poll: float, leases: Leases | None = None) -> None:
         self.indexer = indexer
         self.poll = poll
+        self._leases = leases
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -47,12 +55,29 @@ class IndexerWorker:
     def wait_for_block(self, block: int, timeout: float) -> bool:
         """Block until the read model includes `block` (True) or `timeout` seconds pass."""
         self.wake()
-        return self.indexer.wait_for_block(block, timeout)
+        if self._leads():
+            return self.indexer.wait_for_block(block, timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            current = self.indexer.follow()
+            if current is not None and current >= block:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(min(0.02, self.poll))
+
+    def _leads(self) -> bool:
+        return self._leases is None or self._leases.holds(LEASE)
 
     def _loop(self) -> None:
         failures = 0
         while not self._stop.is_set():
             try:
+                if self._leases is not None and self._leases.hold(LEASE) is Hold.NOT_HELD:
+                    self.indexer.follow()
+                    self._wake.wait(self.poll)
+                    self._wake.clear()
+                    continue
                 busy = self.indexer.step().busy
                 failures = 0
             except Exception:

@@ -4,6 +4,11 @@ web3's automatic nonce (`eth_getTransactionCount(..., "pending")` per transactio
 nonce to concurrent senders. Here one allocator per process counts up from the larger of the
 chain's pending count and the highest nonce already recorded in the database, and the database's
 unique (sender, nonce) constraint catches another process that allocated the same one.
+
+Only the process holding an account's `signer:` lease sends for it (`pipeline.sender`); on taking
+the lease it forgets what it counted before (another process may have signed since), and a nonce
+taken for a transaction that is then not recorded (a rollback, operations claimed by another
+process) is forgotten too, so the account's nonces are neither reused nor skipped.
 """
 
 from __future__ import annotations

@@ -1,5 +1,13 @@
 """Take pending outbox rows in order, simulate, sign locally and submit them.
 
+Any number of processes may run a sender on one database. Each sends only for the accounts whose
+`signer:` lease it holds (`pipeline.leases`), so one account's nonces are allocated by one process
+at a time, in the order of the outbox. And each operation is *claimed* in the transaction that
+records its signed transaction: `UPDATE operations SET status = 'submitted' ... WHERE seq IN (...)
+AND status = 'pending'`; if another process got there first (a lease that expired under a slow
+holder), fewer rows change, the transaction is rolled back (its nonce was never used) and nothing
+is broadcast. So an operation is sent exactly once whoever else runs.
+
 The signed transaction is committed to the database *before* it is broadcast, so a crash at any
 point leaves either nothing sent (the row is still pending and is taken again) or a signed
 transaction on record that the watcher re-broadcasts. Re-broadcasting the same signed bytes can
@@ -14,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from requests.exceptions import ConnectionError as RequestsConnectionError
-from sqlalchemy import select
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from web3.exceptions import ContractLogicError, Web3Exception, Web3RPCError
@@ -24,6 +32,8 @@ from crm_gateway.chain.contracts import Contracts
 from crm_gateway.chain.fees import fee_fields
 from crm_gateway.chain.keystore import Keystore
 from crm_gateway.pipeline.batching import batcher_for
+from crm_gateway.pipeline.compensation import compensate_failed
+from crm_gateway.pipeline.leases import Hold, Leases
 from crm_gateway.pipeline.nonces import NonceAllocator
 from crm_gateway.store.models import (
     ChainTransaction,
@@ -42,6 +52,14 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+class _Taken(Exception):
+    """Another process claimed (sent or settled) the operations meanwhile."""
+
+
+def signer_lease(address: str) -> str:
+    return f"signer:{address.lower()}"
+
+
 class Sender:
     def __init__(
         self,
@@ -50,6 +68,7 @@ class Sender:
         keystore: Keystore,
         session_factory: sessionmaker[Session],
         nonces: NonceAllocator,
+        leases: Leases,
         gas_limit_multiplier: float,
         batch_size: int = 200,
         max_batch_items: int = 100,
@@ -59,11 +78,17 @@ class Sender:
         self._keystore = keystore
         self._sessions = session_factory
         self._nonces = nonces
+        self._leases = leases
         self._multiplier = gas_limit_multiplier
         self._batch_size = batch_size
         self._max_items = max_batch_items
         self._max_gas = max_batch_gas
         self._access_lists = True
+
+    def can_sign(self, address: str) -> bool:
+        """Whether this gateway holds the key of `address` (looked up again in the keystore
+        directory on a miss, so a key added while it runs is found)."""
+        return self._keystore.get(address) is not None
 
     def run_once(self) -> int:
         """Submit the pending rows in order, batched where they can be; return how many."""
@@ -74,8 +99,16 @@ class Sender:
                 .order_by(Operation.seq)
                 .limit(self._batch_size)
             ).all()
+        held: dict[str, bool] = {}
+        for signer in dict.fromkeys(row.sender for row in pending):
+            hold = self._leases.hold(signer_lease(signer))
+            if hold is Hold.ACQUIRED:
+                # Another process may have signed for this account since this one last did.
+                self._nonces.forget(signer)
+            held[signer] = hold is not Hold.NOT_HELD
+        mine = [row for row in pending if held[row.sender]]
         handled = 0
-        for group in self._groups(pending):
+        for group in self._groups(mine):
             if not self._submit_group(group):
                 break  # the chain is unreachable: keep order, try again later
             handled += len(group)
@@ -127,10 +160,12 @@ class Sender:
                         sequence[half:]
                     )
                 return all(self._submit(seq) for seq in sequence)
-            tx = self._sign(session, live, call.address, data, estimate, account)
+            try:
+                tx = self._record(session, live, call.address, data, estimate, account)
+            except _Taken:
+                return True
             if tx is None:
                 return False
-            session.commit()
             broadcast(self._contracts.chain.w3, session, tx)
             session.commit()
             return True
@@ -142,7 +177,7 @@ class Sender:
                 return True
             account = self._keystore.get(operation.sender)
             if account is None:
-                _fail(operation, "SignerUnavailable", {"sender": operation.sender})
+                _fail(session, operation, "SignerUnavailable", {"sender": operation.sender})
                 session.commit()
                 return True
             w3 = self._contracts.chain.w3
@@ -159,18 +194,20 @@ class Sender:
                 revert = self._contracts.artifacts.error_decoder.decode_exception(exc)
                 if revert is None:
                     if isinstance(exc, Web3Exception | ValueError | TypeError):
-                        _fail(operation, "InvalidCall", {"reason": str(exc)[:500]})
+                        _fail(session, operation, "InvalidCall", {"reason": str(exc)[:500]})
                         session.commit()
                         return True
                     raise
-                _fail(operation, revert.name, revert.args)
+                _fail(session, operation, revert.name, revert.args)
                 session.commit()
                 return True
 
-            tx = self._sign(session, [operation], call.address, data, estimate, account)
+            try:
+                tx = self._record(session, [operation], call.address, data, estimate, account)
+            except _Taken:
+                return True
             if tx is None:
                 return False
-            session.commit()
             broadcast(w3, session, tx)
             session.commit()
             return True
@@ -217,6 +254,29 @@ class Sender:
         log.info("no gas from eth_createAccessList (%s); using eth_estimateGas", exc)
         self._access_lists = False
 
+    def _record(
+        self,
+        session: Session,
+        operations: Sequence[Operation],
+        to: str,
+        data: str,
+        estimate: int,
+        account: Any,
+    ) -> ChainTransaction | None:
+        """Sign, claim the operations and commit; on any failure before the commit the nonce
+        taken is given back (re-read on next use), so the account's nonces keep no gap."""
+        try:
+            tx = self._sign(session, operations, to, data, estimate, account)
+            if tx is not None:
+                session.commit()
+            return tx
+        except _Taken:
+            raise
+        except BaseException:
+            session.rollback()
+            self._nonces.forget(account.address)
+            raise
+
     def _sign(
         self,
         session: Session,
@@ -256,11 +316,11 @@ class Sender:
                 # Another process took this nonce; start again from what is recorded.
                 self._nonces.forget(account.address)
                 continue
-            now = datetime.now(UTC)
-            for operation in operations:
-                operation.chain_tx_id = tx.id
-                operation.status = OperationStatus.SUBMITTED
-                operation.updated_at = now
+            try:
+                _claim(session, operations, tx)
+            except _Taken:
+                self._nonces.forget(account.address)  # the nonce it took was not used
+                raise
             return tx
         log.error("could not allocate a free nonce for %s", account.address)
         return None
@@ -306,8 +366,49 @@ def broadcast(w3: Any, session: Session, tx: ChainTransaction) -> bool:
     return True
 
 
-def _fail(operation: Operation, name: str, args: dict[str, Any]) -> None:
-    operation.status = OperationStatus.FAILED
-    operation.error_name = name
-    operation.error_args = args
-    operation.updated_at = datetime.now(UTC)
+def _claim(session: Session, operations: Sequence[Operation], tx: ChainTransaction) -> None:
+    """Move `operations` from pending to submitted in `tx`, all of them or none (`_Taken`, with
+    the transaction rolled back: the signed transaction is not recorded, its nonce not used)."""
+    sequence = [operation.seq for operation in operations]
+    claimed = _rows(
+        session.execute(
+            update(Operation)
+            .where(Operation.seq.in_(sequence), Operation.status == OperationStatus.PENDING)
+            .values(
+                status=OperationStatus.SUBMITTED, chain_tx_id=tx.id, updated_at=datetime.now(UTC)
+            )
+            .execution_options(synchronize_session=False)
+        )
+    )
+    if claimed != len(sequence):
+        log.info("operations %s were claimed by another process", sequence)
+        session.rollback()
+        raise _Taken
+    for operation in operations:
+        session.refresh(operation)
+
+
+def _fail(session: Session, operation: Operation, name: str, args: dict[str, Any]) -> None:
+    """Settle a pending operation as failed (unless another process took it meanwhile), and
+    undo its off-chain part."""
+    failed = _rows(
+        session.execute(
+            update(Operation)
+            .where(Operation.seq == operation.seq, Operation.status == OperationStatus.PENDING)
+            .values(
+                status=OperationStatus.FAILED,
+                error_name=name,
+                error_args=args,
+                updated_at=datetime.now(UTC),
+            )
+            .execution_options(synchronize_session=False)
+        )
+    )
+    if failed == 1:
+        session.refresh(operation)
+        compensate_failed(session, operation)
+
+
+def _rows(result: Any) -> int:
+    assert isinstance(result, CursorResult)
+    return int(result.rowcount)

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from eth_typing import HexStr
-from sqlalchemy import or_, select
+from sqlalchemy import CursorResult, or_, select, update
 from sqlalchemy.orm import Session, defer, sessionmaker
 from web3 import HTTPProvider, Web3
 from web3.exceptions import BlockNotFound, TransactionNotFound
@@ -22,6 +22,7 @@ from web3.types import RPCEndpoint, TxParams
 from crm_gateway.chain.calls import batch_requester
 from crm_gateway.chain.contracts import Contracts
 from crm_gateway.pipeline.batching import batcher_for
+from crm_gateway.pipeline.compensation import compensate_failed
 from crm_gateway.pipeline.nonces import NonceAllocator
 from crm_gateway.pipeline.sender import TRANSIENT_ERRORS, broadcast
 from crm_gateway.store.models import (
@@ -147,7 +148,9 @@ class Watcher:
             log.error("nonce %s of %s was used by another transaction", tx.nonce, tx.sender)
             tx.status = ChainTransactionStatus.DROPPED
             for operation in _operations_of(session, tx):
-                _settle(operation, OperationStatus.FAILED, now, error=("NonceConsumed", {}))
+                _settle(
+                    session, operation, OperationStatus.FAILED, now, error=("NonceConsumed", {})
+                )
             return True
         broadcast(w3, session, tx)
         return True
@@ -230,7 +233,7 @@ class Watcher:
         if not succeeded:
             error = self._revert_reason(tx)
             for operation in operations:
-                _settle(operation, OperationStatus.FAILED, now, error=error)
+                _settle(session, operation, OperationStatus.FAILED, now, error=error)
             return
         events = self._contracts.decode_receipt(receipt)
         batcher = (
@@ -238,15 +241,17 @@ class Watcher:
         )
         if batcher is None or len(operations) == 1:
             for operation in operations:
-                _settle(operation, OperationStatus.CONFIRMED, now, result={"events": events})
+                _settle(
+                    session, operation, OperationStatus.CONFIRMED, now, result={"events": events}
+                )
             return
         decoder = self._contracts.artifacts.error_decoder
         for operation in operations:
             confirmed, refusal, own = batcher.outcome(operation.args, events, decoder)
             if confirmed:
-                _settle(operation, OperationStatus.CONFIRMED, now, result={"events": own})
+                _settle(session, operation, OperationStatus.CONFIRMED, now, result={"events": own})
             else:
-                _settle(operation, OperationStatus.FAILED, now, error=refusal)
+                _settle(session, operation, OperationStatus.FAILED, now, error=refusal)
 
     def _revert_reason(self, tx: ChainTransaction) -> tuple[str, dict[str, Any]]:
         """Replay a reverted transaction against the state before its block to learn why."""
@@ -271,6 +276,7 @@ def _operations_of(session: Session, tx: ChainTransaction) -> list[Operation]:
 
 
 def _settle(
+    session: Session,
     operation: Operation,
     status: OperationStatus,
     now: datetime,
@@ -278,8 +284,37 @@ def _settle(
     result: dict[str, Any] | None = None,
     error: tuple[str, dict[str, Any]] | None = None,
 ) -> None:
-    operation.status = status
-    operation.updated_at = now
-    operation.result = result
+    """Settle an operation of a transaction, once: only while it is still submitted in that
+    transaction (another watcher that settled it first wins); a failure undoes its off-chain
+    part in the same database transaction."""
+    values: dict[str, Any] = {"status": status, "updated_at": now, "result": result}
     if error is not None:
-        operation.error_name, operation.error_args = error
+        values["error_name"], values["error_args"] = error
+    mine = (Operation.seq == operation.seq, Operation.chain_tx_id == operation.chain_tx_id)
+    settled = _rows(
+        session.execute(
+            update(Operation)
+            .where(*mine, Operation.status == OperationStatus.SUBMITTED)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+    )
+    if settled == 0:
+        # Settled already (by another watcher, or before its block was replaced by another
+        # with the same transaction): the same outcome is recorded again, nothing undone twice.
+        _rows(
+            session.execute(
+                update(Operation)
+                .where(*mine, Operation.status == status)
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            )
+        )
+    session.refresh(operation)
+    if settled == 1 and status is OperationStatus.FAILED:
+        compensate_failed(session, operation)
+
+
+def _rows(result: Any) -> int:
+    assert isinstance(result, CursorResult)
+    return int(result.rowcount)

@@ -6,18 +6,31 @@ import logging
 import threading
 from collections.abc import Callable
 
+from crm_gateway.pipeline.leases import Hold, Leases
 from crm_gateway.pipeline.sender import Sender
 from crm_gateway.pipeline.watcher import Watcher
 
 log = logging.getLogger(__name__)
 
+WATCHER_LEASE = "watcher"
+
 
 class PipelineWorker:
+    """The sender sends in every process (each for the signers whose lease it holds); the
+    watcher runs in the one process holding the `watcher` lease."""
+
     def __init__(
-        self, sender: Sender, watcher: Watcher, *, sender_poll: float, watcher_poll: float
+        self,
+        sender: Sender,
+        watcher: Watcher,
+        *,
+        sender_poll: float,
+        watcher_poll: float,
+        leases: Leases | None = None,
     ) -> None:
         self.sender = sender
         self.watcher = watcher
+        self._leases = leases
         self._sender_poll = sender_poll
         self._watcher_poll = watcher_poll
         self._stop = threading.Event()
@@ -39,7 +52,7 @@ class PipelineWorker:
         self._threads = [
             threading.Thread(
                 target=self._loop,
-                args=(self.watcher.run_once, self._watcher_poll, self._stop),
+                args=(self.watch_once, self._watcher_poll, self._stop),
                 name="pipeline-watcher",
                 daemon=True,
             ),
@@ -55,6 +68,12 @@ class PipelineWorker:
             )
         for thread in self._threads:
             thread.start()
+
+    def watch_once(self) -> int:
+        """One round of the watcher, if this process is the organisation's watcher."""
+        if self._leases is not None and self._leases.hold(WATCHER_LEASE) is Hold.NOT_HELD:
+            return 0
+        return self.watcher.run_once()
 
     def wake(self) -> None:
         """Tell the sender new rows are waiting, so it need not wait for its next poll."""
@@ -86,7 +105,7 @@ class PipelineWorker:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.sender.run_once()
-            self.watcher.run_once()
+            self.watch_once()
             if until():
                 return True
             time.sleep(0.05)

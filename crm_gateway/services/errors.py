@@ -38,3 +38,9 @@ class ChainRefusedError(DomainError):
 
 class ServiceUnavailableError(DomainError):
     status, slug, title = 503, "unavailable", "Service unavailable"
+
+
+class SignerUnavailableError(DomainError):
+    """This gateway holds no key for the account that would sign the write; nothing was queued."""
+
+    status, slug, title = 503, "signer-unavailable", "Signer unavailable"

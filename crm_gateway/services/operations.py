@@ -17,7 +17,7 @@ from crm_gateway.pipeline.outbox import (
     request_fingerprint,
 )
 from crm_gateway.pipeline.worker import PipelineWorker
-from crm_gateway.services.errors import ConflictError, NotFoundError
+from crm_gateway.services.errors import ConflictError, NotFoundError, SignerUnavailableError
 from crm_gateway.store.models import ApiKey, ChainTransaction, Operation, OperationStatus
 from crm_gateway.store.operations import get_operation
 
@@ -63,7 +63,15 @@ class OperationService:
 
         `off_chain` writes the request's off-chain part in the same database transaction, so
         either both are committed or neither is. A replayed idempotency key runs it not again.
+        A write whose signer has no key here is refused (`SignerUnavailableError`) before
+        anything is written.
         """
+        if not self._worker.sender.can_sign(write.sender):
+            raise SignerUnavailableError(
+                f"this gateway holds no key for {write.sender}, the account that signs "
+                f"{write.kind}; add it to the keystore (nothing was queued)",
+                account=write.sender,
+            )
         fingerprint = request_fingerprint({"kind": write.kind, "payload": payload})
         with self._sessions() as session:
             try:

@@ -275,6 +275,24 @@ class Operation(Base):
         )
 
 
+class Lease(Base):
+    """A named lease one process holds until `expires_at`: who signs for an account (`signer:`
+    + address), who runs the organisation's background work (`watcher`, `indexer`, `anchor`).
+
+    Taken and renewed by compare-and-set (`pipeline.leases`); a holder that dies loses it when it
+    expires, and another process takes over.
+    """
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    def __repr__(self) -> str:
+        return f"Lease(name={self.name!r}, holder={self.holder!r})"
+
+
 # --- customers: the personal-data vault ---------------------------------------------------------
 
 BYTES32_HEX_LENGTH = 66  # "0x" + 64 hex digits: customer ids and commitments

@@ -47,6 +47,9 @@ def crash_settings(tmp_path: Path) -> Settings:
         gateway_port=free_port(),
         finality_seconds=3.0,
         resubmit_after_seconds=1.0,
+        # The restarted gateway takes over the killed one's leases (signing, watching) this
+        # soon after its last renewal.
+        lease_seconds=2.0,
         log_level="warning",
     )
 
