@@ -12,13 +12,17 @@ from crm_gateway.api.errors import ProblemResponse, install_problem_handlers, pr
 from crm_gateway.api.routers import (
     audit,
     consents,
+    console,
     customers,
     health,
     loyalty,
+    me,
     operations,
     orgs,
     roles,
 )
+from crm_gateway.api.sessions import install_session_stores
+from crm_gateway.api.web import install_web
 from crm_gateway.chain.connection import ChainUnavailable
 from crm_gateway.config import Settings, get_settings
 from crm_gateway.runtime import Runtime, build_runtime
@@ -53,8 +57,13 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         version="0.1.0",
         summary="Permissioned CRM chaincode: organisations, roles and chain writes over REST.",
         lifespan=lifespan,
+        # /docs is served from the gateway's own assets (web.py), never from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     install_problem_handlers(app)
+    install_session_stores(app.state, settings)
+    install_web(app, settings)
     app.add_exception_handler(DomainError, _domain_problem)
     app.add_exception_handler(ChainUnavailable, _chain_unreachable)
     app.add_exception_handler(RequestsConnectionError, _chain_unreachable)
@@ -68,6 +77,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         loyalty.router,
         operations.router,
         audit.router,
+        me.router,
+        console.router,
     ):
         app.include_router(router)
     return app
