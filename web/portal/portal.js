@@ -149,8 +149,8 @@ async function change(item, granted) {
       expires_at: m.expiresAt, nonce: m.nonce, deadline: m.deadline, signature,
     });
     if (operation.status !== "confirmed") throw new Error(`the change is ${operation.status}${operation.error ? `: ${operation.error.name}` : ""}`);
-    say("consents-status", `Consent ${granted ? "granted" : "revoked"}: block ${operation.block_number}, transaction ${short(operation.tx_hash, 14)}.`, "ok");
     await showConsents();
+    say("consents-status", `Consent ${granted ? "granted" : "revoked"}: block ${operation.block_number}, transaction ${short(operation.tx_hash, 14)}.`, "ok");
   } catch (error) {
     say("consents-status", `Not changed: ${error.message}`, "bad");
   }
