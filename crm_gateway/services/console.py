@@ -71,7 +71,8 @@ class ConsoleService:
                         "to": to,
                         "contract": name,
                         "function": self._function_of(
-                            self._contracts[name] if name else None, bytes(tx["input"])
+                            self._contracts[name] if name else None,
+                            bytes(tx.get("input") or tx.get("data") or b""),
                         ),
                         "nonce": int(tx["nonce"]),
                     }

@@ -65,7 +65,9 @@ def _assets() -> Path:
     built = PROJECT_ROOT / "build" / "web"
     if not (built / "portal.js").exists():
         node = shutil.which("node") or "node"
-        subprocess.run([node, str(PROJECT_ROOT / "tools" / "build-web.mjs"), str(built)], check=True)
+        subprocess.run(
+            [node, str(PROJECT_ROOT / "tools" / "build-web.mjs"), str(built)], check=True
+        )
     return built
 
 
@@ -139,7 +141,11 @@ class World:
         g.post(
             f"/v1/customers/{customer_id}/wallet?wait=true",
             self.steward,
-            {"wallet": wallet.address, "deadline": typed["message"]["deadline"], "signature": signature},
+            {
+                "wallet": wallet.address,
+                "deadline": typed["message"]["deadline"],
+                "signature": signature,
+            },
         )
         # Organisation 2 holds the same person (its own gateway registers the shared id).
         g.write(
@@ -171,7 +177,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     )
     runtime = build_runtime(settings)
     server = uvicorn.Server(
-        uvicorn.Config(create_app(runtime=runtime), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.Config(
+            create_app(runtime=runtime), host="127.0.0.1", port=port, log_level="warning"
+        )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -190,7 +198,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             {"kind": "add_organization", "name": "Second Org", "admin": admin2},
         )
         pid = next(
-            e["args"]["proposalId"] for e in proposed["result"]["events"] if e["event"] == "ProposalCreated"
+            e["args"]["proposalId"]
+            for e in proposed["result"]["events"]
+            if e["event"] == "ProposalCreated"
         )
         g.post(f"/v1/orgs/proposals/{pid}/execution?wait=true", admin)
         access = AccessService(runtime.contracts)
@@ -265,20 +275,25 @@ def _wallet_answer(runtime: Runtime, account: LocalAccount, method: str, params:
         return Account.sign_typed_data(account.key, full_message=data).signature.to_0x_hex()
     if method == "eth_call":
         call, block = params
-        return runtime.chain.w3.eth.call({"to": call["to"], "data": call["data"]}, block).to_0x_hex()
+        return runtime.chain.w3.eth.call(
+            {"to": call["to"], "data": call["data"]}, block
+        ).to_0x_hex()
     raise ValueError(f"the test wallet does not do {method}")
 
 
+OpenPage = Callable[[LocalAccount | None], BrowserPage]
+
+
 @pytest.fixture
-def open_page(
-    browser: Browser, world: World
-) -> Iterator[Callable[[LocalAccount | None], BrowserPage]]:
+def open_page(browser: Browser, world: World) -> Iterator[OpenPage]:
     """A new browser context and page with a test wallet of `account` injected (or none), that
     records every request the page makes and every wallet call."""
     contexts = []
 
     def make(account: LocalAccount | None) -> BrowserPage:
-        context = browser.new_context(accept_downloads=True, viewport={"width": 1100, "height": 900})
+        context = browser.new_context(
+            accept_downloads=True, viewport={"width": 1100, "height": 900}
+        )
         contexts.append(context)
         page = context.new_page()
         recorded = BrowserPage(page, [], [])
@@ -305,7 +320,9 @@ def open_page(
 
 def only_gateway(requests: list[str], origin: str) -> list[str]:
     """The requests that went anywhere but the gateway (data: URLs stay in the page)."""
-    return [url for url in requests if not (url.startswith(origin + "/") or url.startswith("data:"))]
+    return [
+        url for url in requests if not (url.startswith(origin + "/") or url.startswith("data:"))
+    ]
 
 
 def screenshot(page: Page, name: str) -> None:

@@ -4,22 +4,23 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from eth_account import Account
 from eth_account.messages import encode_defunct
-from playwright.sync_api import expect
+from playwright.sync_api import Locator, Page, Route, expect
 
-from tests.browser.conftest import MARKETING, World, only_gateway, screenshot
+from tests.browser.conftest import MARKETING, OpenPage, World, only_gateway, screenshot
 
 
-def _sign_in(page, origin: str) -> None:  # type: ignore[no-untyped-def]
+def _sign_in(page: Page, origin: str) -> None:
     page.goto(origin + "/portal/")
     page.get_by_role("button", name="Sign in with your wallet").click()
     page.wait_for_selector("#signed-in:not(.hidden)")
     page.wait_for_selector("#consents table")
 
 
-def _row(page, org_name: str):  # type: ignore[no-untyped-def]
+def _row(page: Page, org_name: str) -> Locator:
     return page.locator("#consents tbody tr", has_text=org_name)
 
 
@@ -30,7 +31,9 @@ def _agent_read(world: World, customer_id: str) -> int:
     return response.status_code
 
 
-def test_sign_in_grant_revoke_and_the_next_agent_read_is_refused(world: World, open_page) -> None:  # type: ignore[no-untyped-def]
+def test_sign_in_grant_revoke_and_the_next_agent_read_is_refused(
+    world: World, open_page: OpenPage
+) -> None:
     customer_id, wallet = world.customer("dana@example.com")
     origin = world.gateway.origin
     browser = open_page(wallet)
@@ -39,7 +42,8 @@ def test_sign_in_grant_revoke_and_the_next_agent_read_is_refused(world: World, o
     assert "Signed in as customer" in page.locator("#signin-status").inner_text()
     # Two organisations hold the customer, and the page shows each one's consent.
     assert page.locator("#me tbody tr").count() == 2
-    assert _row(page, "founder").count() == 1 and _row(page, "Second Org").count() == 1
+    assert _row(page, "founder").count() == 1
+    assert _row(page, "Second Org").count() == 1
     assert "dana@example.com" in page.locator("#record").inner_text()
 
     _row(page, "founder").get_by_role("button", name="Grant").click()
@@ -61,8 +65,9 @@ def test_sign_in_grant_revoke_and_the_next_agent_read_is_refused(world: World, o
     # A receipt downloads as an ISO/IEC TS 27560 record.
     with page.expect_download() as download:
         _row(page, "founder").get_by_role("link", name="Receipt").click()
-    receipt = json.loads(open(download.value.path()).read())
-    assert receipt["event"]["type"] == "withdrawn" and receipt["data_subject"]["id"] == customer_id
+    receipt = json.loads(Path(download.value.path()).read_text())
+    assert receipt["event"]["type"] == "withdrawn"
+    assert receipt["data_subject"]["id"] == customer_id
 
     # Anchor the log; the page checks the refused read's proof against the root it reads
     # from the chain through the wallet (eth_call), and says so.
@@ -80,7 +85,7 @@ def test_sign_in_grant_revoke_and_the_next_agent_read_is_refused(world: World, o
     # Export downloads everything held, as a file.
     with page.expect_download() as download:
         page.get_by_role("link", name="Download my data (JSON)").click()
-    exported = json.loads(open(download.value.path()).read())
+    exported = json.loads(Path(download.value.path()).read_text())
     assert exported["customer_id"] == customer_id
     assert exported["profile"]["email"] == "dana@example.com"
     assert exported["consents"]["history"]
@@ -88,7 +93,9 @@ def test_sign_in_grant_revoke_and_the_next_agent_read_is_refused(world: World, o
     assert only_gateway(browser.requests, origin) == []
 
 
-def test_a_tampered_entry_or_root_is_not_shown_as_verified(world: World, open_page) -> None:  # type: ignore[no-untyped-def]
+def test_a_tampered_entry_or_root_is_not_shown_as_verified(
+    world: World, open_page: OpenPage
+) -> None:
     """The page computes the proof itself: if the gateway's proof is altered in transit the page
     says the proof fails (the check is not the gateway's word)."""
     customer_id, wallet = world.customer("erin@example.com")
@@ -97,7 +104,7 @@ def test_a_tampered_entry_or_root_is_not_shown_as_verified(world: World, open_pa
     browser = open_page(wallet)
     page = browser.page
 
-    def tamper(route) -> None:  # type: ignore[no-untyped-def]
+    def tamper(route: Route) -> None:
         response = route.fetch()
         body = response.json()
         for entry in body["entries"]:
@@ -109,11 +116,12 @@ def test_a_tampered_entry_or_root_is_not_shown_as_verified(world: World, open_pa
     _sign_in(page, world.gateway.origin)
     expect(page.locator("#access-status")).to_contain_text("entries")
     proofs = page.locator("#access .proof").all_inner_texts()
-    assert proofs and not any(p.startswith("Verified") for p in proofs)
+    assert proofs
+    assert not any(p.startswith("Verified") for p in proofs)
     assert any("does not lead to the root" in p for p in proofs)
 
 
-def test_a_wallet_that_is_not_the_customers_is_refused(world: World, open_page) -> None:  # type: ignore[no-untyped-def]
+def test_a_wallet_that_is_not_the_customers_is_refused(world: World, open_page: OpenPage) -> None:
     world.customer("frank@example.com")
     stranger = Account.create()
     page = open_page(stranger).page
@@ -136,29 +144,38 @@ def _message(world: World, address: str, nonce: str, issued: datetime, expires: 
     )
 
 
-def test_a_replayed_or_expired_sign_in_is_refused(world: World, open_page) -> None:  # type: ignore[no-untyped-def]
+def test_a_replayed_or_expired_sign_in_is_refused(world: World, open_page: OpenPage) -> None:
     _customer_id, wallet = world.customer("gina@example.com")
     browser = open_page(wallet)
     page = browser.page
     posted: list[str] = []
     page.on(
         "request",
-        lambda r: posted.append(r.post_data or "") if r.url.endswith("/v1/me/session") and r.method == "POST" else None,
+        lambda r: (
+            posted.append(r.post_data or "")
+            if r.url.endswith("/v1/me/session") and r.method == "POST"
+            else None
+        ),
     )
     _sign_in(page, world.gateway.origin)
     http = world.gateway.http
     # The browser's own message and signature, sent again: its nonce is spent.
-    replayed = http.post("/v1/me/session", content=posted[0], headers={"Content-Type": "application/json"})
+    replayed = http.post(
+        "/v1/me/session", content=posted[0], headers={"Content-Type": "application/json"}
+    )
     assert replayed.status_code == 401
     assert replayed.json()["type"].endswith("/sign-in-refused")
     assert "nonce" in replayed.json()["detail"]
 
     now = datetime.now(UTC).replace(microsecond=0)
     nonce = http.get("/v1/me/session/nonce").json()["nonce"]
-    text = _message(world, wallet.address, nonce, now - timedelta(minutes=10), now - timedelta(minutes=5))
+    text = _message(
+        world, wallet.address, nonce, now - timedelta(minutes=10), now - timedelta(minutes=5)
+    )
     signature = wallet.sign_message(encode_defunct(text=text)).signature.to_0x_hex()
     expired = http.post("/v1/me/session", json={"message": text, "signature": signature})
-    assert expired.status_code == 401 and "expired" in expired.json()["detail"]
+    assert expired.status_code == 401
+    assert "expired" in expired.json()["detail"]
 
     # The same message, valid in time, for another domain: refused too.
     nonce = http.get("/v1/me/session/nonce").json()["nonce"]
@@ -167,10 +184,11 @@ def test_a_replayed_or_expired_sign_in_is_refused(world: World, open_page) -> No
     )
     signature = wallet.sign_message(encode_defunct(text=text)).signature.to_0x_hex()
     other = http.post("/v1/me/session", json={"message": text, "signature": signature})
-    assert other.status_code == 401 and "evil.example" in other.json()["detail"]
+    assert other.status_code == 401
+    assert "evil.example" in other.json()["detail"]
 
 
-def test_a_write_without_the_csrf_token_is_refused(world: World, open_page) -> None:  # type: ignore[no-untyped-def]
+def test_a_write_without_the_csrf_token_is_refused(world: World, open_page: OpenPage) -> None:
     customer_id, wallet = world.customer("hugo@example.com")
     browser = open_page(wallet)
     page = browser.page
@@ -182,13 +200,12 @@ def test_a_write_without_the_csrf_token_is_refused(world: World, open_page) -> N
              headers: {'Content-Type': 'application/json'}, body: '{}'})).status"""
     )
     assert status == 403
-    body = page.evaluate(
-        "async () => (await fetch('/v1/me/session', {method: 'DELETE'})).json()"
-    )
+    body = page.evaluate("async () => (await fetch('/v1/me/session', {method: 'DELETE'})).json()")
     assert body["type"].endswith("/csrf-token-missing")
     # The session still works: nothing was signed out by the forged request.
     assert page.evaluate("async () => (await fetch('/v1/me')).status") == 200
     cookies = page.context.cookies()
     session = next(c for c in cookies if c["name"] == "crm_portal")
-    assert session["httpOnly"] and session["sameSite"] == "Strict"
+    assert session["httpOnly"]
+    assert session["sameSite"] == "Strict"
     assert customer_id

@@ -37,7 +37,7 @@ async function showChain() {
   const data = await api("GET", "/v1/console/chain?blocks=10");
   const rows = data.blocks.map((b) => [
     String(b.number), el("code", {}, short(b.hash, 12)), new Date(b.timestamp * 1000).toISOString(), String(b.gas_used),
-    el("ul", {}, b.transactions.map((t) => el("li", {}, el("code", {}, short(t.hash, 12)), ` ${t.contract ?? short(t.to ?? "(create)")}.${t.function ?? "?"} from ${short(t.from)}`))),
+    el("ul", {}, b.transactions.map((t) => el("li", {}, el("code", {}, short(t.hash, 12)), ` ${t.contract ? `${t.contract}.${t.function ?? "(unknown call)"}` : t.to ? `to ${short(t.to)}` : "contract creation"} from ${short(t.from)}`))),
   ]);
   document.getElementById("chain").replaceChildren(
     el("p", {}, `Chain ${data.chain_id}, head block ${data.head}.`),

@@ -213,7 +213,7 @@ async function showAccessLog() {
       if (result.ok) verified += 1;
       const cls = result.ok === true ? "ok proof" : result.ok === false ? "bad proof" : "muted proof";
       rows.push([
-        entry.at, entry.org_id === null ? "" : `organisation ${entry.org_id}`, entry.role ?? (entry.api_key_id ? "API key" : "you"),
+        entry.at_canonical.replace("T", " ").slice(0, 19) + " UTC", entry.org_id === null ? "" : `organisation ${entry.org_id}`, entry.role ?? (entry.api_key_id ? "API key" : "you"),
         entry.purpose ?? "", entry.action, el("strong", {}, entry.decision === "refused" ? "Refused" : "Allowed"),
         entry.reason ?? "", el("span", { class: cls, "data-seq": entry.seq }, result.text),
       ]);

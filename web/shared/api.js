@@ -55,13 +55,14 @@ export function say(target, text, kind = "") {
 }
 
 export function table(headers, rows, caption) {
-  return el(
+  // A wide table scrolls inside its own box on a phone instead of widening the page.
+  return el("div", { class: "scroll", tabindex: "0", role: "region", "aria-label": caption || headers.join(", ") }, el(
     "table",
     {},
     caption ? el("caption", { class: "muted" }, caption) : null,
     el("thead", {}, el("tr", {}, headers.map((h) => el("th", { scope: "col" }, h)))),
     el("tbody", {}, rows.map((cells) => el("tr", {}, cells.map((c) => el("td", {}, c))))),
-  );
+  ));
 }
 
 export function short(hex, n = 10) {
