@@ -14,6 +14,7 @@ from crm_gateway.api.routers import (
     consents,
     console,
     customers,
+    erasure,
     health,
     loyalty,
     me,
@@ -78,6 +79,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         operations.router,
         audit.router,
         me.router,
+        erasure.router,
         console.router,
     ):
         app.include_router(router)

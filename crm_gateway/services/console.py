@@ -72,7 +72,7 @@ class ConsoleService:
                         "contract": name,
                         "function": self._function_of(
                             self._contracts[name] if name else None,
-                            bytes(tx.get("input") or tx.get("data") or b""),
+                            _calldata(tx.get("input") or tx.get("data")),
                         ),
                         "nonce": int(tx["nonce"]),
                     }
@@ -156,3 +156,12 @@ class ConsoleService:
                     for operation, tx_hash, role in rows
                 ],
             }
+
+
+def _calldata(value: Any) -> bytes:
+    """A transaction's input as bytes (nodes give bytes or hex)."""
+    if value is None:
+        return b""
+    if isinstance(value, str):
+        return bytes.fromhex(value.removeprefix("0x"))
+    return bytes(value)

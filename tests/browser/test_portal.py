@@ -209,3 +209,56 @@ def test_a_write_without_the_csrf_token_is_refused(world: World, open_page: Open
     assert session["httpOnly"]
     assert session["sameSite"] == "Strict"
     assert customer_id
+
+
+def _open_request(world: World, customer_id: str) -> str:
+    listed = world.gateway.http.get("/v1/erasure-requests", headers=world.steward).json()
+    return next(
+        r["id"] for r in listed if r["customer_id"] == customer_id and r["status"] == "requested"
+    )
+
+
+def test_an_erasure_request_is_signed_carried_out_and_shown_done(
+    world: World, open_page: OpenPage
+) -> None:
+    customer_id, wallet = world.customer("ivan@example.com")
+    browser = open_page(wallet)
+    page = browser.page
+    _sign_in(page, world.gateway.origin)
+    page.get_by_role("button", name="Ask to erase my data").click()
+    expect(page.locator("#erasure-status")).to_contain_text("Erasure requested")
+    expect(page.locator("[data-erasure]")).to_have_text("Requested: waiting for the organisation")
+    # Only a steward of the organisation sees and carries out the request.
+    assert world.gateway.http.get("/v1/erasure-requests", headers=world.agent).status_code == 403
+    request_id = _open_request(world, customer_id)
+    done = world.gateway.post(f"/v1/erasure-requests/{request_id}/completion", world.steward)
+    assert done["status"] in ("in_progress", "done")
+    page.get_by_role("button", name="Check status").click()
+    expect(page.locator("[data-erasure]")).to_have_text(
+        "Done: your record is erased", timeout=20_000
+    )
+    page.locator("#erasure-h").scroll_into_view_if_needed()
+    screenshot(page, "portal-erasure")
+    # The record is gone for the organisation's own staff.
+    exported = world.gateway.http.get(f"/v1/customers/{customer_id}/export", headers=world.steward)
+    assert exported.status_code == 410
+
+
+def test_a_refused_erasure_shows_the_reason(world: World, open_page: OpenPage) -> None:
+    customer_id, wallet = world.customer("jo@example.com")
+    page = open_page(wallet).page
+    _sign_in(page, world.gateway.origin)
+    page.get_by_role("button", name="Ask to erase my data").click()
+    expect(page.locator("#erasure-status")).to_contain_text("Erasure requested")
+    # A second request while one is open is refused.
+    page.get_by_role("button", name="Ask to erase my data").click()
+    expect(page.locator("#erasure-status")).to_contain_text("already open")
+    request_id = _open_request(world, customer_id)
+    world.gateway.post(
+        f"/v1/erasure-requests/{request_id}/refusal",
+        world.steward,
+        {"reason": "We must keep invoices for 7 years (tax law)."},
+    )
+    page.get_by_role("button", name="Check status").click()
+    expect(page.locator("#erasure tbody tr")).to_contain_text("Refused")
+    expect(page.locator("#erasure tbody tr")).to_contain_text("tax law")

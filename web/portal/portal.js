@@ -85,7 +85,7 @@ async function enter() {
   document.getElementById("signout-button").classList.remove("hidden");
   document.getElementById("signed-in").classList.remove("hidden");
   document.getElementById("wallet-text").textContent = `Your registered wallet is ${session.wallet}.`;
-  await Promise.all([showMe(), showConsents(), showAccessLog(), showLoyalty()]);
+  await Promise.all([showMe(), showConsents(), showAccessLog(), showLoyalty(), showErasure()]);
 }
 
 async function showMe() {
@@ -240,6 +240,37 @@ async function showLoyalty() {
   );
 }
 
+const ERASURE_TEXT = {
+  requested: "Requested: waiting for the organisation",
+  in_progress: "In progress: the erasure is being recorded",
+  done: "Done: your record is erased",
+  refused: "Refused",
+};
+
+async function showErasure() {
+  const requests = await api("GET", "/v1/me/erasure-requests");
+  document.getElementById("erasure").replaceChildren(
+    requests.length
+      ? table(["Asked", "Status", "Reason"], requests.map((r) => [r.requested_at, el("strong", { "data-erasure": r.status }, ERASURE_TEXT[r.status] ?? r.status), r.reason ?? ""]), "Your erasure requests")
+      : el("p", { class: "muted" }, "No erasure requests."),
+  );
+  // While the organisation's erasure is being recorded on the chain, look again shortly.
+  if (requests.some((r) => r.status === "in_progress")) setTimeout(() => showErasure().catch(() => {}), 1000);
+}
+
+async function requestErasure() {
+  say("erasure-status", "Sign the request in your wallet…");
+  try {
+    const typed = await api("GET", "/v1/me/erasure-requests/typed-data");
+    const signature = await wallet().request({ method: "eth_signTypedData_v4", params: [session.wallet, JSON.stringify(typed)] });
+    await api("POST", "/v1/me/erasure-requests", { requested_at: typed.message.requestedAt, signature });
+    await showErasure();
+    say("erasure-status", "Erasure requested.", "ok");
+  } catch (error) {
+    say("erasure-status", `Not requested: ${error.message}`, "bad");
+  }
+}
+
 async function restore() {
   try {
     session = await api("GET", "/v1/me/session");
@@ -252,4 +283,6 @@ async function restore() {
 document.getElementById("signin-button").addEventListener("click", signIn);
 document.getElementById("signout-button").addEventListener("click", signOut);
 document.getElementById("access-refresh").addEventListener("click", showAccessLog);
+document.getElementById("erasure-button").addEventListener("click", requestErasure);
+document.getElementById("erasure-refresh").addEventListener("click", () => showErasure().catch((e) => say("erasure-status", e.message, "bad")));
 restore();

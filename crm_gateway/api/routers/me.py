@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from crm_gateway.api.errors import Unauthorized
 from crm_gateway.api.routers.audit import get_audit_service
 from crm_gateway.api.routers.consents import SignedChangeIn
+from crm_gateway.api.routers.erasure import ErasureDep, ErasureRequestOut
 from crm_gateway.api.routers.loyalty import get_loyalty_service
 from crm_gateway.api.routers.operations import OperationOut
 from crm_gateway.api.schemas import Bytes32Hex, StrictModel
@@ -331,6 +332,40 @@ class LoyaltyOut(BaseModel):
 def my_loyalty(me: MeDep, portal: PortalDep) -> dict[str, Any]:
     """My loyalty points balance and history."""
     return portal.loyalty(me)
+
+
+# --- erasure (GDPR Art. 17) ----------------------------------------------------------------
+
+
+class ErasureIn(StrictModel):
+    requested_at: int = Field(ge=0, le=2**64 - 1, description="`requestedAt` of the typed data")
+    signature: str = Field(pattern=r"^0x[0-9a-fA-F]{130}$", description="eth_signTypedData_v4")
+
+
+def _signed_in(session: PortalSessionDep) -> Me:
+    """The session's customer, even once erased (and so no longer bound to the wallet): the
+    erasure requests stay visible to the session that made them."""
+    return Me(session.subject, session.wallet or "")
+
+
+@router.get("/erasure-requests/typed-data", response_model=dict[str, Any])
+def erasure_typed_data(me: MeDep, erasure: ErasureDep) -> dict[str, Any]:
+    """The EIP-712 typed data my wallet signs to ask this organisation to erase me."""
+    return erasure.typed_data(me.customer_id)
+
+
+@router.post("/erasure-requests", response_model=ErasureRequestOut, status_code=201)
+def request_erasure(body: ErasureIn, me: MeDep, erasure: ErasureDep) -> dict[str, Any]:
+    """Ask for erasure with my wallet's signature; the organisation carries it out or refuses."""
+    return erasure.request(me.customer_id, me.wallet, body.requested_at, body.signature)
+
+
+@router.get("/erasure-requests", response_model=list[ErasureRequestOut])
+def my_erasure_requests(
+    me: Annotated[Me, Depends(_signed_in)], erasure: ErasureDep
+) -> list[dict[str, Any]]:
+    """My erasure requests and where each one stands (done, or refused with the reason)."""
+    return erasure.of_customer(me.customer_id)
 
 
 # Wallet rotation (signed by the current wallet and the new one) belongs here, as
