@@ -39,8 +39,11 @@ def nonce_store(request: Request) -> NonceStore:
 
 
 def web_session(request: Request, kind: SessionKind) -> WebSession | None:
-    """The request's session of `kind`, or None; a write without its CSRF token is refused."""
-    session = session_store(request).get(request.cookies.get(_COOKIES[kind]), kind)
+    """The request's session of `kind`, or None; a write without its CSRF token is refused.
+    (An app without session stores, a bare router in a test, has no sessions.)"""
+    cookie = request.cookies.get(_COOKIES[kind])
+    store: SessionStore | None = getattr(request.app.state, "web_sessions", None)
+    session = None if cookie is None or store is None else store.get(cookie, kind)
     if session is None:
         return None
     if request.method not in _SAFE_METHODS and not session.csrf_ok(
