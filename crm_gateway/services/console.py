@@ -11,6 +11,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from web3.contract import Contract
 
+from crm_gateway.audit import ANCHOR_CONTRACT, Anchorer, LogVerifier
+from crm_gateway.audit.chain_check import recorded_anchors, verify_chain
 from crm_gateway.chain.contracts import Contracts
 from crm_gateway.services.access import AccessService
 from crm_gateway.store.models import ApiKey, ChainTransaction, Operation, OperationStatus
@@ -27,9 +29,12 @@ MAX_OPERATIONS = 200
 
 
 class ConsoleService:
-    def __init__(self, *, contracts: Contracts, sessions: sessionmaker[Session]) -> None:
+    def __init__(
+        self, *, contracts: Contracts, sessions: sessionmaker[Session], anchorer: Anchorer
+    ) -> None:
         self._contracts = contracts
         self._sessions = sessions
+        self._anchorer = anchorer
         self._access = AccessService(contracts)
 
     def _known(self) -> dict[str, str]:
@@ -119,6 +124,31 @@ class ConsoleService:
                 }
             )
         return {"proposals": items}
+
+    def verify(self, org_id: int) -> dict[str, Any]:
+        """`crm-chaincode audit verify` and `chain verify`, as their reports."""
+        anchor = self._contracts[ANCHOR_CONTRACT] if self._anchorer.deployed else None
+        self._anchorer.refresh()
+        log = LogVerifier(self._sessions, anchor=anchor, org_id=org_id).verify()
+        chain = verify_chain(
+            self._contracts.chain,
+            self._contracts.record,
+            recorded=recorded_anchors(self._sessions),
+        )
+        return {
+            "audit": {
+                "intact": log.intact,
+                "summary": log.summary,
+                "entries": log.entries,
+                "batches": log.batches,
+            },
+            "chain": {
+                "intact": chain.intact,
+                "summary": chain.summary,
+                "head": chain.head,
+                "blocks": chain.blocks,
+            },
+        }
 
     def pipeline(self, org_id: int, status: OperationStatus | None) -> dict[str, Any]:
         """This organisation's latest writes (by its API keys), with their decoded errors."""

@@ -325,6 +325,15 @@ def only_gateway(requests: list[str], origin: str) -> list[str]:
     ]
 
 
-def screenshot(page: Page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+def screenshot(page: Page, name: str, *, full_page: bool = True) -> None:
+    """A screenshot of the page: into docs/screenshots/ (the README shows them) when
+    UPDATE_SCREENSHOTS=1, else into a temporary folder (so a test run leaves the tree clean)."""
+    folder = SCREENSHOTS if os.environ.get("UPDATE_SCREENSHOTS") == "1" else _scratch()
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(folder / f"{name}.png"), full_page=full_page)
+
+
+def _scratch() -> Path:
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / "crm-chaincode-screenshots"

@@ -86,3 +86,15 @@ def test_a_bad_key_is_refused(world: World, open_page: OpenPage) -> None:
     page.get_by_role("button", name="Sign in").click()
     expect(page.locator("#signin-status")).to_contain_text("refused")
     assert page.locator("#signed-in").is_hidden()
+
+
+def test_an_auditor_runs_audit_verify_and_chain_verify(world: World, open_page: OpenPage) -> None:
+    page = open_page(None).page
+    _sign_in(page, world.gateway.origin, world.auditor["X-API-Key"])
+    page.get_by_role("button", name="Run audit verify and chain verify").click()
+    expect(page.locator("#verify-status")).to_contain_text("Both intact")
+    expect(page.locator('[data-verify="audit verify"]')).to_contain_text("entries")
+    expect(page.locator('[data-verify="chain verify"]')).to_contain_text("link back to genesis")
+    assert page.locator("#audit table").count() == 1
+    page.locator("#audit-h").scroll_into_view_if_needed()
+    screenshot(page, "console-audit")

@@ -21,7 +21,7 @@ def test_docs_render_swagger_ui_from_the_gateway_only(world: World, open_page: O
     expect(page.locator(".swagger-ui .info .title")).to_contain_text("crm-chaincode gateway")
     expect(page.locator(".opblock-tag-section").first).to_be_visible()
     assert page.get_by_text("/v1/me/consents").count() >= 1
-    screenshot(page, "docs")
+    screenshot(page, "docs", full_page=False)
     assert only_gateway(browser.requests, world.gateway.origin) == []
     assert any(url.endswith("/openapi.json") for url in browser.requests)
 

@@ -119,8 +119,12 @@ def test_the_console_holds_the_key_in_the_session(
     assert chain.status_code == 200
     assert len(chain.json()["blocks"]) == 3
     assert client.get("/v1/console/proposals").json() == {"proposals": []}
+    # Walking the log and the chain is for AUDITOR and DATA_STEWARD keys.
+    assert client.get("/v1/console/verify").status_code == 403
     # A write with the session: refused without the CSRF token, and by role with it.
-    assert client.post("/v1/orgs/proposals/1/approvals").status_code == 403
+    no_token = client.post("/v1/orgs/proposals/1/approvals")
+    assert no_token.status_code == 403
+    assert no_token.json()["type"].endswith("/csrf-token-missing")
     with_token = client.post(
         "/v1/orgs/proposals/1/approvals", headers={"X-CSRF-Token": signed.json()["csrf_token"]}
     )

@@ -100,6 +100,18 @@ async function showAudit() {
   }
 }
 
+async function runVerify() {
+  say("verify-status", "Walking the access log, its anchors and the chain's blocks…");
+  try {
+    const report = await api("GET", "/v1/console/verify");
+    const line = (name, part) => el("li", { "data-verify": name }, el("strong", { class: part.intact ? "ok" : "bad" }, part.intact ? "Intact" : "BROKEN"), ` ${name}: ${part.summary}`);
+    document.getElementById("verify").replaceChildren(el("ul", {}, line("audit verify", report.audit), line("chain verify", report.chain)));
+    say("verify-status", report.audit.intact && report.chain.intact ? "Both intact." : "A problem was found.", report.audit.intact && report.chain.intact ? "ok" : "bad");
+  } catch (error) {
+    say("verify-status", `Not run: ${error.message}`, "bad");
+  }
+}
+
 async function restore() {
   try {
     session = await api("GET", "/v1/console/session");
@@ -112,4 +124,5 @@ async function restore() {
 document.getElementById("signin-form").addEventListener("submit", signIn);
 document.getElementById("signout-button").addEventListener("click", signOut);
 document.getElementById("chain-refresh").addEventListener("click", showChain);
+document.getElementById("verify-button").addEventListener("click", runVerify);
 restore();

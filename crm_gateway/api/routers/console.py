@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from crm_gateway.api.deps import CallerDep, _lookup
 from crm_gateway.api.errors import Unauthorized
+from crm_gateway.api.routers.audit import AuditDep, actor_of
 from crm_gateway.api.schemas import StrictModel
 from crm_gateway.api.services import RuntimeDep
 from crm_gateway.api.sessions import (
@@ -31,7 +32,9 @@ router = APIRouter(prefix="/v1/console", tags=["console"])
 
 
 def get_console_service(runtime: RuntimeDep) -> ConsoleService:
-    return ConsoleService(contracts=runtime.contracts, sessions=runtime.session_factory)
+    return ConsoleService(
+        contracts=runtime.contracts, sessions=runtime.session_factory, anchorer=runtime.anchorer
+    )
 
 
 ConsoleDep = Annotated[ConsoleService, Depends(get_console_service)]
@@ -175,3 +178,30 @@ def pipeline(
 ) -> dict[str, Any]:
     """Your organisation's latest writes: pending, submitted, confirmed, failed (decoded)."""
     return console.pipeline(caller.org_id, status)
+
+
+class VerifyPartOut(BaseModel):
+    intact: bool
+    summary: str
+
+
+class AuditVerifyOut(VerifyPartOut):
+    entries: int
+    batches: int
+
+
+class ChainVerifyOut(VerifyPartOut):
+    head: int
+    blocks: int
+
+
+class VerifyOut(BaseModel):
+    audit: AuditVerifyOut = Field(description="As `crm-chaincode audit verify`")
+    chain: ChainVerifyOut = Field(description="As `crm-chaincode chain verify`")
+
+
+@router.get("/verify", response_model=VerifyOut)
+def verify(caller: CallerDep, console: ConsoleDep, audit: AuditDep) -> dict[str, Any]:
+    """Walk the access log and its anchors, and the chain's headers (AUDITOR or DATA_STEWARD)."""
+    audit.authorise(actor_of(caller))
+    return console.verify(caller.org_id)
