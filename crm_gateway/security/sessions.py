@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
+from crm_gateway.services.errors import ServiceUnavailableError
+
 SessionKind = Literal["portal", "console"]
 MAX_ENTRIES: Final = 100_000
 
@@ -63,7 +65,7 @@ class NonceStore:
             for key in [k for k, at in self._nonces.items() if at <= now]:
                 del self._nonces[key]
             if len(self._nonces) >= MAX_ENTRIES:
-                raise RuntimeError("too many sign-ins in progress")
+                raise ServiceUnavailableError("too many sign-ins in progress; try again shortly")
 
 
 class SessionStore:

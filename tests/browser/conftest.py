@@ -325,12 +325,18 @@ def only_gateway(requests: list[str], origin: str) -> list[str]:
     ]
 
 
-def screenshot(page: Page, name: str, *, full_page: bool = True) -> None:
+def screenshot(
+    page: Page, name: str, *, full_page: bool = True, section: str | None = None
+) -> None:
     """A screenshot of the page: into docs/screenshots/ (the README shows them) when
     UPDATE_SCREENSHOTS=1, else into a temporary folder (so a test run leaves the tree clean)."""
     folder = SCREENSHOTS if os.environ.get("UPDATE_SCREENSHOTS") == "1" else _scratch()
     folder.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(folder / f"{name}.png"), full_page=full_page)
+    path = str(folder / f"{name}.png")
+    if section is not None:  # just the <section> with this heading id
+        page.locator(f"section:has(#{section})").screenshot(path=path)
+    else:
+        page.screenshot(path=path, full_page=full_page)
 
 
 def _scratch() -> Path:

@@ -97,4 +97,4 @@ def test_an_auditor_runs_audit_verify_and_chain_verify(world: World, open_page: 
     expect(page.locator('[data-verify="chain verify"]')).to_contain_text("link back to genesis")
     assert page.locator("#audit table").count() == 1
     page.locator("#audit-h").scroll_into_view_if_needed()
-    screenshot(page, "console-audit")
+    screenshot(page, "console-audit", section="audit-h")

@@ -60,7 +60,7 @@ def test_sign_in_grant_revoke_and_the_next_agent_read_is_refused(
     # The wallet signed typed data for each change, and the gateway relayed it.
     assert [m for m, _ in browser.calls].count("eth_signTypedData_v4") == 3
     assert _agent_read(world, customer_id) == 403
-    screenshot(page, "portal-consents")
+    screenshot(page, "portal-consents", section="consents-h")
 
     # A receipt downloads as an ISO/IEC TS 27560 record.
     with page.expect_download() as download:
@@ -130,7 +130,7 @@ def test_a_wallet_that_is_not_the_customers_is_refused(world: World, open_page: 
     page.wait_for_selector("#signin-status.bad")
     assert "not a customer's registered wallet" in page.locator("#signin-status").inner_text()
     assert page.locator("#signed-in").is_hidden()
-    screenshot(page, "portal-refused-wallet")
+    screenshot(page, "portal-refused-wallet", section="signin-h")
 
 
 def _message(world: World, address: str, nonce: str, issued: datetime, expires: datetime) -> str:
@@ -238,7 +238,7 @@ def test_an_erasure_request_is_signed_carried_out_and_shown_done(
         "Done: your record is erased", timeout=20_000
     )
     page.locator("#erasure-h").scroll_into_view_if_needed()
-    screenshot(page, "portal-erasure")
+    screenshot(page, "portal-erasure", section="erasure-h")
     # The record is gone for the organisation's own staff.
     exported = world.gateway.http.get(f"/v1/customers/{customer_id}/export", headers=world.steward)
     assert exported.status_code == 410
