@@ -179,10 +179,14 @@ class PortalService:
         names = {o.org_id: o.name for o in self._read_model.organizations()}
         items = []
         for purpose in self._read_model.purposes():
-            if purpose.basis != "consent" or not purpose.active:
+            if purpose.basis != "consent":
                 continue
             for org_id in orgs:
                 state = current.get((purpose.purpose_id, org_id))
+                # A retired purpose stays listed where the customer decided about it: a consent
+                # given must remain possible to withdraw (GDPR Art. 7(3)).
+                if not purpose.active and state is None:
+                    continue
                 items.append(
                     {
                         "purpose_id": purpose.purpose_id,
@@ -190,6 +194,7 @@ class PortalService:
                         "org_name": names.get(org_id, f"organisation {org_id}"),
                         "controller_org": purpose.controller_org,
                         "notice_version": purpose.version,
+                        "purpose_active": purpose.active,
                         "notice_hash": purpose.notice_hash,
                         "granted": bool(state and state["granted"]),
                         "reason": None if state is None else state["reason"],

@@ -5,6 +5,7 @@ The browser tests (tests/browser/) drive the same through Chromium; these need n
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,7 +16,9 @@ from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
 from fastapi.testclient import TestClient
 
+from crm_gateway.pipeline.outbox import ChainWrite
 from crm_gateway.runtime import Runtime
+from crm_gateway.services.operations import OperationService
 from tests.gateway.test_consents_api import World
 
 
@@ -154,3 +157,39 @@ def test_docs_and_pages_are_local_with_a_strict_csp(client: TestClient) -> None:
     openapi = client.get("/openapi.json").json()
     assert "/v1/me/consents" in openapi["paths"]
     assert "/v1/me/access-log" in openapi["paths"]
+
+
+def test_a_retired_purpose_stays_listed_where_the_customer_decided(
+    world: World, founder_admin: str
+) -> None:
+    """A consent given must remain visible (and withdrawable): retiring the purpose does not hide
+    it from the customer's list."""
+    client, runtime = world.client, world.runtime
+    granted = world.relay(world.signed(world.typed(True)))
+    assert granted.status_code == 200, granted.text
+    client.post("/v1/me/session", json=sign_in_body(client, world.wallet))
+    item = next(i for i in client.get("/v1/me/consents").json()["items"] if i["org_id"] == 1)
+    assert item["granted"]
+    assert item["purpose_active"]
+    operations = OperationService(runtime.session_factory, runtime.pipeline)
+    view, _ = operations.submit(
+        ChainWrite(
+            "purposes.retire", "PurposeRegistry", "retirePurpose", [world.marketing], founder_admin
+        ),
+        api_key_id=None,
+        idempotency_key=None,
+        payload={},
+    )
+    deadline = time.monotonic() + 20
+    while not view.settled:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+        view = operations.get_internal(view.id)
+    assert view.status == "confirmed", view.error
+    assert view.block_number is not None
+    runtime.index_worker.wait_for_block(view.block_number, 20)
+    items = client.get("/v1/me/consents").json()["items"]
+    retired = [i for i in items if i["purpose_id"] == world.marketing]
+    assert len(retired) == 1
+    assert retired[0]["purpose_active"] is False
+    assert retired[0]["history"]

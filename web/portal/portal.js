@@ -104,6 +104,7 @@ async function showMe() {
 }
 
 function stateText(item) {
+  if (!item.purpose_active) return item.granted ? "Granted (purpose retired)" : "Purpose retired";
   if (item.granted) return "Granted";
   if (item.reason === "revoked") return "Revoked";
   if (item.reason === "notice_changed") return "Not granted (the notice changed since)";
@@ -115,7 +116,7 @@ async function showConsents() {
   const data = await api("GET", "/v1/me/consents");
   const rows = data.items.map((item) => {
     const label = `${item.granted ? "Revoke" : "Grant"} consent to purpose ${short(item.purpose_id)} for ${item.org_name}`;
-    const button = el(
+    const button = !item.purpose_active && !item.granted ? el("span", { class: "muted" }, "cannot be granted") : el(
       "button",
       { type: "button", "aria-label": label, "data-purpose": item.purpose_id, "data-org": item.org_id, onclick: () => change(item, !item.granted) },
       item.granted ? "Revoke" : "Grant",

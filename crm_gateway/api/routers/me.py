@@ -226,6 +226,7 @@ class ConsentItemOut(BaseModel):
     org_name: str
     controller_org: int
     notice_version: int
+    purpose_active: bool = Field(description="False once the controller retired the purpose")
     notice_hash: str
     granted: bool
     reason: str | None
