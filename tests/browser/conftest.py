@@ -50,14 +50,28 @@ CHROMIUM_ARGS = [
 SCREENSHOTS = PROJECT_ROOT / "docs" / "screenshots"
 MARKETING = "marketing.email"
 
-if not CHROMIUM.exists():
-    pytest.skip(
+try:
+    from playwright.sync_api import Browser, Page, sync_playwright
+except ImportError:  # the dev extras are not installed
+    NO_BROWSER: str | None = "Playwright for Python is not installed (pip install -e '.[dev]')"
+else:
+    NO_BROWSER = None
+if NO_BROWSER is None and not CHROMIUM.exists():
+    NO_BROWSER = (
         f"no Chromium at {CHROMIUM} (install the system's: apt-get install chromium, or set "
-        "CHROMIUM=/path/to/chromium); the browser tests need a real browser",
-        allow_module_level=True,
+        "CHROMIUM=/path/to/chromium); the browser tests need a real browser"
     )
+_HERE = Path(__file__).resolve().parent
 
-from playwright.sync_api import Browser, Page, sync_playwright  # noqa: E402
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip the browser tests, saying why, when there is no browser to drive."""
+    if NO_BROWSER is None:
+        return
+    skip = pytest.mark.skip(reason=NO_BROWSER)
+    for item in items:
+        if _HERE in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(skip)
 
 
 def _assets() -> Path:
