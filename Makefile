@@ -15,6 +15,10 @@ VENV := .venv
 CLI := $(VENV)/bin/crm-chaincode
 PY_STAMP := $(VENV)/.stamp-install
 NPM_STAMP := node_modules/.stamp-npm
+# The web assets of /portal/, /console/ and /docs, bundled from web/ and node_modules (offline).
+WEB_DIR := build/web
+WEB_STAMP := $(WEB_DIR)/.stamp-web
+WEB_SOURCES := $(shell find web -type f 2>/dev/null) tools/build-web.mjs
 # Slither has its own venv: slither-analyzer needs web3 < 8, the project's .venv has web3 8.
 SLITHER_VENV := .venv-slither
 SLITHER_STAMP := $(SLITHER_VENV)/.stamp-install
@@ -54,7 +58,12 @@ $(NPM_STAMP): package-lock.json package.json
 	fi
 	@touch $@
 
-deps: $(PY_STAMP) $(NPM_STAMP) ## install Python and npm dependencies when missing or changed
+# The gateway's web assets: esbuild bundles web/ with viem; Swagger UI is copied from swagger-ui-dist.
+$(WEB_STAMP): $(WEB_SOURCES) package-lock.json $(NPM_STAMP)
+	node tools/build-web.mjs $(WEB_DIR)
+	@touch $@
+
+deps: $(PY_STAMP) $(NPM_STAMP) $(WEB_STAMP) ## install Python and npm dependencies (and build the web assets) when missing or changed
 
 # Slither's venv, with every package pinned in tools/slither-requirements.txt; redone when it changes.
 $(SLITHER_STAMP): $(SLITHER_REQUIREMENTS)

@@ -152,6 +152,21 @@ class Settings(BaseSettings):
     gateway_port: Annotated[int, Field(ge=1, le=65535)] = 8000
     log_level: str = "info"
 
+    # --- portal, console and /docs (the browser) -----------------------------------------------
+    # The gateway's origin as browsers reach it (scheme://host[:port]): Sign-In with Ethereum
+    # messages must name its host as their domain and it as their URI. Unset:
+    # http://GATEWAY_HOST:GATEWAY_PORT.
+    public_url: str | None = None
+    # Folder of the built web assets (`make deps` runs `node tools/build-web.mjs` into it).
+    web_assets_dir: Path = Path("build/web")
+    # Seconds a portal or console session lasts after sign-in.
+    web_session_ttl_seconds: Annotated[int, Field(ge=60)] = 1800
+    # Seconds a sign-in nonce stays usable, and the longest validity a sign-in message may claim.
+    siwe_max_lifetime_seconds: Annotated[int, Field(ge=30)] = 600
+    # Keystore account that relays the consent changes customers sign in the portal; it must hold
+    # RELAYER in GATEWAY_ORG_ID. Unset: the first keystore account that does.
+    portal_relayer_account: str | None = None
+
     @field_validator("evm_version")
     @classmethod
     def _known_evm_version(cls, value: str) -> str:
@@ -187,6 +202,11 @@ class Settings(BaseSettings):
     def path(self, value: Path) -> Path:
         """Resolve a configured path against the project root."""
         return value if value.is_absolute() else PROJECT_ROOT / value
+
+    @property
+    def origin(self) -> str:
+        """The gateway's origin as browsers reach it (`PUBLIC_URL`, without a trailing `/`)."""
+        return (self.public_url or f"http://{self.gateway_host}:{self.gateway_port}").rstrip("/")
 
     @property
     def is_sqlite(self) -> bool:

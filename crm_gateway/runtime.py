@@ -114,6 +114,16 @@ def anchor_signer(settings: Settings, read_model: ReadModel, keystore: Keystore)
     return held[0] if held else None
 
 
+def portal_relayer(settings: Settings, read_model: ReadModel, keystore: Keystore) -> str | None:
+    """PORTAL_RELAYER_ACCOUNT, else the first keystore account holding RELAYER in the gateway's
+    organisation (per the read model; the chain has the last word when the write is simulated)."""
+    if settings.portal_relayer_account:
+        return settings.portal_relayer_account
+    relayers = set(read_model.holders_of("RELAYER", org_id=settings.gateway_org_id))
+    held = [address for address in keystore.addresses() if address in relayers]
+    return held[0] if held else None
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -141,6 +151,10 @@ class Runtime:
     def anchor_signer(self) -> str | None:
         """The account that signs periodic anchors (see `anchor_signer`)."""
         return anchor_signer(self.settings, self.read_model, self.keystore)
+
+    def portal_relayer(self) -> str | None:
+        """The account that relays consent changes signed in the portal (see `portal_relayer`)."""
+        return portal_relayer(self.settings, self.read_model, self.keystore)
 
     def close(self) -> None:
         self.anchor_worker.stop()

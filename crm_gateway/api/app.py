@@ -14,13 +14,18 @@ from crm_gateway.api.openapi import install_openapi
 from crm_gateway.api.routers import (
     audit,
     consents,
+    console,
     customers,
+    erasure,
     health,
     loyalty,
+    me,
     operations,
     orgs,
     roles,
 )
+from crm_gateway.api.sessions import install_session_stores
+from crm_gateway.api.web import install_web
 from crm_gateway.chain.connection import ChainUnavailable
 from crm_gateway.config import Settings, get_settings
 from crm_gateway.runtime import Runtime, build_runtime
@@ -55,9 +60,14 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         version="0.1.0",
         summary="Permissioned CRM chaincode: organisations, roles and chain writes over REST.",
         lifespan=lifespan,
+        # /docs is served from the gateway's own assets (web.py), never from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     install_problem_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_body_bytes)
+    install_session_stores(app.state, settings)
+    install_web(app, settings)
     app.add_exception_handler(DomainError, _domain_problem)
     app.add_exception_handler(ChainUnavailable, _chain_unreachable)
     app.add_exception_handler(RequestsConnectionError, _chain_unreachable)
@@ -71,6 +81,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         loyalty.router,
         operations.router,
         audit.router,
+        me.router,
+        erasure.router,
+        console.router,
     ):
         app.include_router(router)
     install_openapi(app)

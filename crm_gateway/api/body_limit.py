@@ -5,8 +5,9 @@ runs a route's dependencies, the API-key check among them):
 
 * A request that carries a body (a `Content-Length` above 0, or a chunked body) to an
   authenticated route (`/v1/...`) is authenticated here first, with the same check the routes
-  use (`require_api_key`): a missing or invalid key gets its 401 problem and not one byte of the
-  body is read.
+  use (`require_api_key`, which takes the console's session too; the customer's portal session
+  under `/v1/me/`): a missing or invalid key or session gets its 401 problem and not one byte of
+  the body is read. The two sign-ins (portal and console) are authenticated by their body.
 * A declared `Content-Length` above `MAX_REQUEST_BODY_BYTES` gets a 413 problem at once, again
   without reading the body.
 * A body without a length (chunked) is counted as it streams in; the chunk that goes past the
@@ -24,11 +25,27 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from crm_gateway.api.deps import API_KEY_HEADER, require_api_key
 from crm_gateway.api.errors import ProblemError, problem_response
+from crm_gateway.api.sessions import require_web_session
 from crm_gateway.services.errors import DomainError
 
 CONTENT_TOO_LARGE: Final = 413
-#: Routes under this prefix all need an API key.
+#: Routes under this prefix need an API key (or the console session that stands for one) ...
 AUTHENTICATED_PREFIX: Final = "/v1/"
+#: ... except the customer portal's, which need the customer's own session instead ...
+PORTAL_PREFIX: Final = "/v1/me/"
+#: ... and the two sign-ins, whose body is what authenticates (size-limited all the same).
+SIGN_IN_PATHS: Final = frozenset({"/v1/me/session", "/v1/console/session"})
+
+
+async def _authenticate(request: Request) -> None:
+    """The check the route would make, before its body is read (`ProblemError` if refused)."""
+    path = request.url.path
+    if path in SIGN_IN_PATHS:
+        return
+    if path.startswith(PORTAL_PREFIX):
+        require_web_session(request, "portal")
+        return
+    await require_api_key(request, request.headers.get(API_KEY_HEADER))
 
 
 def too_large_detail(limit: int) -> str:
@@ -65,7 +82,7 @@ class BodyLimitMiddleware:
         if has_body and scope["path"].startswith(AUTHENTICATED_PREFIX):
             request = Request(scope)
             try:
-                await require_api_key(request, request.headers.get(API_KEY_HEADER))
+                await _authenticate(request)
             except ProblemError as exc:
                 await exc.to_response(request)(scope, receive, send)
                 return

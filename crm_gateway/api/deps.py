@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from crm_gateway.api.errors import BadRequest, FieldError, Unauthorized
+from crm_gateway.api.sessions import web_session
 from crm_gateway.config import Settings
 from crm_gateway.security.apikeys import authenticate, hash_api_key
 
@@ -129,9 +130,16 @@ async def require_api_key(
 
     A key seen in the last `API_KEY_CACHE_SECONDS` is answered from memory (`CallerCache`, one
     per app); otherwise the database is asked, in the thread pool.
+
+    Without the header, the console's session (cookie, and the CSRF token for a write) stands
+    for the key it was signed in with: the key stays on the server, never in the page or a URL,
+    and is authenticated here on every request as if it had been sent.
     """
     if not api_key:
-        raise Unauthorized(f"missing {API_KEY_HEADER} header")
+        console = web_session(request, "console")
+        if console is None:
+            raise Unauthorized(f"missing {API_KEY_HEADER} header")
+        api_key = console.subject
     state = request.app.state
     cache: CallerCache | None = getattr(state, "caller_cache", None)
     if cache is None:

@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
+from sqlalchemy.orm import Session, sessionmaker
 from web3 import Web3
 from web3.types import RPCEndpoint
 
@@ -30,6 +31,8 @@ from crm_gateway.chain.calls import batch_requester
 from crm_gateway.chain.connection import Chain
 from crm_gateway.chain.deployments import DeploymentRecord
 from crm_gateway.chain.genesis import ZERO_HASH, hex_hash, is_genesis
+from crm_gateway.store import audit as log_store
+from crm_gateway.store.models import AuditBatchStatus
 
 DEFAULT_RANGE = 200
 
@@ -76,6 +79,21 @@ def block_headers(w3: Web3, first: int, last: int) -> list[tuple[int, str, str]]
         block = w3.eth.get_block(number)
         found.append((number, hex_hash(block["hash"]), hex_hash(block["parentHash"])))
     return found
+
+
+def recorded_anchors(sessions: sessionmaker[Session]) -> dict[int, tuple[str, str]]:
+    """What `verify_chain` checks the headers against: block number -> (the hash this gateway
+    saw there, which anchor it mined there), for every anchored access-log batch."""
+    with sessions() as session:
+        anchors = log_store.batches(session, status=AuditBatchStatus.ANCHORED)
+    return {
+        int(b.block_number): (
+            str(b.block_hash),
+            f"the anchor of access-log batch {b.chain_batch_id}",
+        )
+        for b in anchors
+        if b.block_number is not None and b.block_hash is not None
+    }
 
 
 def verify_chain(

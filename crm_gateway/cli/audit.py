@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from crm_gateway.audit import ANCHOR_CONTRACT, BatchView, LogVerifier
-from crm_gateway.audit.chain_check import verify_chain
+from crm_gateway.audit.chain_check import recorded_anchors, verify_chain
 from crm_gateway.cli.common import console, fail, one_sentence_errors, settings
 from crm_gateway.runtime import Runtime, build_runtime
 from crm_gateway.services.customers import Actor, CustomerService
@@ -225,16 +225,7 @@ def chain_verify_command() -> None:
 
 
 def verify_the_chain(runtime: Runtime) -> int:
-    with runtime.session_factory() as session:
-        anchors = log_store.batches(session, status=AuditBatchStatus.ANCHORED)
-    recorded = {
-        int(b.block_number): (
-            str(b.block_hash),
-            f"the anchor of access-log batch {b.chain_batch_id}",
-        )
-        for b in anchors
-        if b.block_number is not None and b.block_hash is not None
-    }
+    recorded = recorded_anchors(runtime.session_factory)
     with _progress("walking the chain's blocks") as progress:
         task = progress.add_task("blocks", total=None)
         report = verify_chain(

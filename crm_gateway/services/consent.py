@@ -473,7 +473,13 @@ class ConsentService:
 
     def history(self, reader: ConsentReader, customer_id: str) -> dict[str, Any]:
         """Current consents and every change, with where on the chain each one is."""
-        changes = self._visible_history(reader, customer_id)
+        return self._history(customer_id, self._visible_history(reader, customer_id))
+
+    def own_history(self, customer_id: str) -> dict[str, Any]:
+        """`history` for the customer themself (the portal's session): all of their consents."""
+        return self._history(customer_id, self._read_model.consent_history(customer_id))
+
+    def _history(self, customer_id: str, changes: list[ConsentChangeView]) -> dict[str, Any]:
         current: dict[tuple[str, int], ConsentChangeView] = {}
         for change in changes:
             current[(change.purpose_id, change.org_id)] = change
@@ -494,7 +500,17 @@ class ConsentService:
 
     def receipt(self, reader: ConsentReader, customer_id: str, receipt_id: str) -> dict[str, Any]:
         """A consent receipt with the fields of ISO/IEC TS 27560, and the event that proves it."""
-        changes = self._visible_history(reader, customer_id)
+        return self._receipt(customer_id, receipt_id, self._visible_history(reader, customer_id))
+
+    def own_receipt(self, customer_id: str, receipt_id: str) -> dict[str, Any]:
+        """`receipt` for the customer themself (the portal's session)."""
+        return self._receipt(
+            customer_id, receipt_id, list(self._read_model.consent_history(customer_id))
+        )
+
+    def _receipt(
+        self, customer_id: str, receipt_id: str, changes: list[ConsentChangeView]
+    ) -> dict[str, Any]:
         match = next((c for c in changes if c.receipt_hash == receipt_id.lower()), None)
         if match is None:
             raise NotFoundError(f"no consent receipt {receipt_id} for customer {customer_id}")

@@ -641,6 +641,34 @@ class CustomerService:
     def export(self, actor: Actor, customer_id: str) -> dict[str, Any]:
         """Everything held about a customer, portable (GDPR Art. 15 and 20)."""
         self._authorise(actor, AccessAction.EXPORT, (Role.DATA_STEWARD,), customer_id, "export")
+        return self._export(actor, customer_id)
+
+    def own_export(self, customer_id: str, wallet: str) -> dict[str, Any]:
+        """`export` for the customer themselves, signed in with their registered wallet (the
+        portal checked it); logged with the wallet as the account."""
+        return self._export(Actor(None, self._org_id, wallet), customer_id)
+
+    def own_record(self, customer_id: str, wallet: str) -> dict[str, Any]:
+        """The customer's own profile, for them (signed in with their wallet); logged."""
+        actor = Actor(None, self._org_id, wallet)
+        with self._sessions() as session:
+            record = self._active(session, customer_id)
+            profile = self._open(record)
+            self._log(
+                actor,
+                AccessAction.READ,
+                AccessDecision.ALLOWED,
+                customer_id,
+                "self",
+                session=session,
+            )
+            session.commit()
+        return {
+            "version": record.version,
+            "profile": profile.model_dump(mode="json", exclude_none=True),
+        }
+
+    def _export(self, actor: Actor, customer_id: str) -> dict[str, Any]:
         with self._sessions() as session:
             record = self._active(session, customer_id)
             profile = self._open(record)

@@ -773,3 +773,10 @@ class RmLoyaltyMovement(Base):
     from_wallet: Mapped[str | None] = mapped_column(String(ADDRESS_LENGTH))  # NULL: issued
     to_wallet: Mapped[str | None] = mapped_column(String(ADDRESS_LENGTH))  # NULL: redeemed
     reason: Mapped[str | None] = mapped_column(String(BYTES32_HEX_LENGTH))
+
+
+# Models kept in modules of their own, imported here so that `Base.metadata` is complete
+# wherever the models are (migrations, the schema check).
+from crm_gateway.store import erasure as _erasure  # noqa: E402
+
+__all__ = ["_erasure"]
