@@ -159,3 +159,26 @@ def test_a_body_within_the_limit_goes_through(
         "/v1/roles/grants", json={"role": "AGENT", "account": new_signer()}, headers=headers
     )
     assert response.status_code == 202, response.text
+
+
+def test_portal_writes_need_the_customers_session_and_sign_ins_their_body(
+    app_and_headers: tuple[FastAPI, dict[str, str], TestClient],
+) -> None:
+    """Under /v1/me/ the customer's session stands for the key (no session: 401 before the body
+    is read); the portal's and the console's sign-ins are authenticated by their body, which
+    reaches the route (a 4xx about its content, never a 401 for a missing key)."""
+    app, _headers, _client = app_and_headers
+    small = b'{"purpose_id": "0x00"}'
+    headers = {"Content-Type": "application/json", "Content-Length": str(len(small))}
+    status, response_headers, _content, asked = _asgi_post(app, "/v1/me/consents", headers, [small])
+    assert (status, asked) == (401, 0)
+    assert response_headers["content-type"] == "application/problem+json"
+    for sign_in in ("/v1/me/session", "/v1/console/session"):
+        status, _, _, asked = _asgi_post(app, sign_in, headers, [small])
+        assert status not in (401, 413), sign_in
+        assert asked >= 1, sign_in  # the route read the body: it is what signs in
+    too_big = b"{" + b" " * (LIMIT * 2)
+    status, _, _, asked = _asgi_post(
+        app, "/v1/me/session", headers | {"Content-Length": str(len(too_big))}, [too_big]
+    )
+    assert (status, asked) == (413, 0)

@@ -30,7 +30,14 @@ def world(
     role_key: Callable[[str], dict[str, str]],
     support_purpose: str,
 ) -> World:
-    return World(client, runtime, admin_headers, role_key("DATA_STEWARD"), role_key("RELAYER"))
+    return World(
+        client,
+        runtime,
+        admin_headers,
+        role_key("DATA_STEWARD"),
+        role_key("RELAYER"),
+        role_key("MARKETER"),
+    )
 
 
 def sign_in_body(client: TestClient, wallet: LocalAccount, **change: Any) -> dict[str, str]:
