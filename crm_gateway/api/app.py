@@ -10,7 +10,6 @@ from requests.exceptions import ConnectionError as RequestsConnectionError
 
 from crm_gateway.api.body_limit import BodyLimitMiddleware
 from crm_gateway.api.errors import ProblemResponse, install_problem_handlers, problem_response
-from crm_gateway.api.openapi import install_openapi
 from crm_gateway.api.routers import (
     audit,
     consents,
@@ -86,7 +85,6 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         console.router,
     ):
         app.include_router(router)
-    install_openapi(app)
     return app
 
 

@@ -356,7 +356,11 @@ async def _handle_unexpected(request: Request, exc: Exception) -> ProblemRespons
 
 
 def install_problem_handlers(app: FastAPI) -> None:
-    """Answer every error of `app` with a problem document."""
+    """Answer every error of `app` with a problem document, and document them so in its
+    OpenAPI (`crm_gateway.api.openapi`)."""
+    from crm_gateway.api.openapi import install_openapi
+
+    install_openapi(app)
     app.add_exception_handler(ProblemError, _handle_problem_error)
     app.add_exception_handler(RequestValidationError, _handle_validation_error)
     app.add_exception_handler(StarletteHTTPException, _handle_http_exception)

@@ -220,7 +220,7 @@ def _settled(
     return [b for b in runtime.anchorer.batches() if b.id in ids]
 
 
-@router.get("/v1/audit/{seq}/proof", response_model=ProofOut)
+@router.get("/v1/audit/{seq}/proof", response_model=ProofOut, responses=problem_responses(409))
 def entry_proof(
     seq: Annotated[int, Path(ge=1, le=2**63 - 1, description="The entry's sequence number")],
     caller: CallerDep,
@@ -249,7 +249,11 @@ def verify_proof(body: ProofIn, _caller: CallerDep, audit: AuditDep) -> ProofChe
     )
 
 
-@router.get("/v1/customers/{customer_id}/timeline", response_model=TimelineOut)
+@router.get(
+    "/v1/customers/{customer_id}/timeline",
+    response_model=TimelineOut,
+    responses=problem_responses(410),
+)
 def customer_timeline(
     customer_id: Annotated[Bytes32Hex, Path(description="The customer's pseudonymous id")],
     caller: CallerDep,

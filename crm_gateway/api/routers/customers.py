@@ -8,6 +8,7 @@ from fastapi import APIRouter, Path, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from crm_gateway.api.deps import Caller, CallerDep
+from crm_gateway.api.errors import problem_responses
 from crm_gateway.api.routers.operations import OperationOut, WriteDep, WriteRequest
 from crm_gateway.api.schemas import Bytes32Hex, EthAddress, StrictModel, TypedDataOut
 from crm_gateway.api.services import CustomersDep
@@ -15,7 +16,11 @@ from crm_gateway.customers.profile import CustomerProfile, ProfilePatch
 from crm_gateway.services.customers import Actor, CustomerWrite
 from crm_gateway.services.errors import DomainError
 
-router = APIRouter(prefix="/v1/customers", tags=["customers"])
+# 409: the organisation already holds someone with that e-mail or phone, or a write conflicts;
+# 410: the customer was erased (GDPR Art. 17).
+router = APIRouter(
+    prefix="/v1/customers", tags=["customers"], responses=problem_responses(409, 410)
+)
 
 CustomerId = Annotated[Bytes32Hex, Path(description="The customer's pseudonymous id (bytes32 hex)")]
 Purpose = Annotated[
