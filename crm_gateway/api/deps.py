@@ -24,6 +24,7 @@ from crm_gateway.api.errors import BadRequest, FieldError, Unauthorized
 from crm_gateway.api.sessions import web_session
 from crm_gateway.config import Settings
 from crm_gateway.security.apikeys import authenticate, hash_api_key
+from crm_gateway.store.models import ApiKey
 
 API_KEY_HEADER: Final = "X-API-Key"
 IDEMPOTENCY_KEY_HEADER: Final = "Idempotency-Key"
@@ -122,6 +123,15 @@ def _lookup(factory: sessionmaker[Session], api_key: str) -> Caller | None:
         return Caller(api_key_id=row.id, org_id=row.org_id, account=row.account, role=row.role)
 
 
+def _lookup_id(factory: sessionmaker[Session], api_key_id: str) -> Caller | None:
+    """The caller of the live key with this id (a console session's), or None if revoked."""
+    with factory() as session:
+        row = session.get(ApiKey, api_key_id)
+        if row is None or row.revoked_at is not None:
+            return None
+        return Caller(api_key_id=row.id, org_id=row.org_id, account=row.account, role=row.role)
+
+
 async def require_api_key(
     request: Request,
     api_key: Annotated[str | None, Security(_api_key_scheme)] = None,
@@ -135,22 +145,29 @@ async def require_api_key(
     for the key it was signed in with: the key stays on the server, never in the page or a URL,
     and is authenticated here on every request as if it had been sent.
     """
-    if not api_key:
-        console = web_session(request, "console")
-        if console is None:
-            raise Unauthorized(f"missing {API_KEY_HEADER} header")
-        api_key = console.subject
     state = request.app.state
     cache: CallerCache | None = getattr(state, "caller_cache", None)
     if cache is None:
         cache = state.caller_cache = CallerCache()
-    key_hash = hash_api_key(api_key)
-    caller = cache.get(key_hash)
-    if caller is None:
+    if not api_key:
+        console = web_session(request, "console")
+        if console is None:
+            raise Unauthorized(f"missing {API_KEY_HEADER} header")
+        # The console's session names its key by id (the key is not kept anywhere).
+        cache_key = "id:" + console.subject
+        caller = cache.get(cache_key)
+        if caller is not None:
+            return caller
+        caller = await run_in_threadpool(_lookup_id, state.session_factory, console.subject)
+    else:
+        cache_key = hash_api_key(api_key)
+        caller = cache.get(cache_key)
+        if caller is not None:
+            return caller
         caller = await run_in_threadpool(_lookup, state.session_factory, api_key)
-        if caller is None:
-            raise Unauthorized("invalid API key")
-        cache.put(key_hash, caller)
+    if caller is None:
+        raise Unauthorized("invalid API key")
+    cache.put(cache_key, caller)  # only on a miss: a revoked key ages out of the cache
     return caller
 
 

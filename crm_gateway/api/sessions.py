@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Final
 
 from fastapi import Depends, Request, Response
+from sqlalchemy.orm import Session, sessionmaker
 
 from crm_gateway.api.errors import Forbidden, Unauthorized
 from crm_gateway.config import Settings
@@ -24,8 +25,13 @@ _COOKIES: Final[dict[SessionKind, str]] = {"portal": PORTAL_COOKIE, "console": C
 
 def install_session_stores(state: object, settings: Settings) -> None:
     """Put the app's session and nonce stores on `app.state` (one of each per app)."""
-    state.web_sessions = SessionStore(settings.web_session_ttl_seconds)  # type: ignore[attr-defined]
-    state.siwe_nonces = NonceStore(settings.siwe_max_lifetime_seconds)  # type: ignore[attr-defined]
+
+    def database() -> sessionmaker[Session]:
+        factory: sessionmaker[Session] = state.session_factory  # type: ignore[attr-defined]
+        return factory
+
+    state.web_sessions = SessionStore(database, settings.web_session_ttl_seconds)  # type: ignore[attr-defined]
+    state.siwe_nonces = NonceStore(database, settings.siwe_max_lifetime_seconds)  # type: ignore[attr-defined]
 
 
 def session_store(request: Request) -> SessionStore:

@@ -780,3 +780,32 @@ class RmLoyaltyMovement(Base):
 from crm_gateway.store import erasure as _erasure  # noqa: E402
 
 __all__ = ["_erasure"]
+
+
+# --- browser sessions: the portal and the console -----------------------------------------------
+
+
+class WebSessionRow(Base):
+    """A browser session (`security.sessions`), shared by every process of the gateway.
+
+    Only the SHA-256 of the cookie's session id is stored, and for a console session the API key's
+    hash (as `api_keys` keeps it), never the key: what the database holds cannot be replayed.
+    """
+
+    __tablename__ = "web_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(SHA256_HEX_LENGTH), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    subject: Mapped[str] = mapped_column(String(128))
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    wallet: Mapped[str | None] = mapped_column(String(42))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class SignInNonce(Base):
+    """A Sign-In with Ethereum nonce, accepted once before `expires_at` by any process."""
+
+    __tablename__ = "sign_in_nonces"
+
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)

@@ -200,3 +200,36 @@ def test_a_retired_purpose_stays_listed_where_the_customer_decided(
     assert len(retired) == 1
     assert retired[0]["purpose_active"] is False
     assert retired[0]["history"]
+
+
+def test_sign_in_and_sessions_are_shared_by_every_process_of_the_gateway(
+    world: World, role_key: Callable[[str], dict[str, str]]
+) -> None:
+    """A second app on the same database (as a second `--workers` process is): the nonce one
+    process issued signs in at the other, once only, and either process knows the session.
+    The database holds neither a session id nor an API key that could be replayed."""
+    from sqlalchemy import select
+
+    from crm_gateway.api.app import create_app
+    from crm_gateway.store.models import WebSessionRow
+
+    first = world.client
+    with TestClient(create_app(runtime=world.runtime)) as second:
+        body = sign_in_body(first, world.wallet)
+        signed = second.post("/v1/me/session", json=body)
+        assert signed.status_code == 200, signed.text
+        assert first.post("/v1/me/session", json=body).status_code == 401  # spent everywhere
+        cookie = signed.cookies["crm_portal"]
+        first.cookies.set("crm_portal", cookie)
+        assert first.get("/v1/me").json()["customer_id"] == world.customer
+        key = role_key("AGENT")["X-API-Key"]
+        console = first.post("/v1/console/session", json={"api_key": key})
+        assert console.status_code == 200, console.text
+        second.cookies.set("crm_console", console.cookies["crm_console"])
+        assert second.get("/v1/console/session").status_code == 200
+    with world.runtime.session_factory() as session:
+        rows = session.scalars(select(WebSessionRow)).all()
+    stored = {value for row in rows for value in (row.id_hash, row.subject, row.csrf_token)}
+    assert cookie not in stored
+    assert console.cookies["crm_console"] not in stored
+    assert key not in stored

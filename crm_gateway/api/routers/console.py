@@ -64,7 +64,8 @@ async def console_sign_in(
     caller = await run_in_threadpool(_lookup, request.app.state.session_factory, body.api_key)
     if caller is None:
         raise Unauthorized("invalid API key")
-    session = session_store(request).create("console", body.api_key)
+    # The session stands for the key by its id: the key itself is never stored.
+    session = session_store(request).create("console", caller.api_key_id)
     set_session_cookie(response, runtime.settings, "console", session)
     return ConsoleSessionOut(
         org_id=caller.org_id,
