@@ -21,6 +21,4 @@ def apply(ctx: MigrationContext) -> None:
             f"{ctx.migration}: the CustomerRegistry (0002_customer_registry) is not deployed"
         )
     purposes = ctx.deploy("PurposeRegistry", consortium)
-    ctx.deploy(
-        "ConsentLedger", consortium, customers, purposes, ctx.settings.signature_ttl_seconds
-    )
+    ctx.deploy("ConsentLedger", consortium, customers, purposes, ctx.settings.signature_ttl_seconds)
