@@ -18,6 +18,7 @@ from crm_gateway.api.routers import (
     operations,
     orgs,
     roles,
+    wallets,
 )
 from crm_gateway.chain.connection import ChainUnavailable
 from crm_gateway.config import Settings, get_settings
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         orgs.router,
         roles.router,
         customers.router,
+        wallets.router,
         loyalty.router,
         operations.router,
         audit.router,
