@@ -198,10 +198,10 @@ contract ConsentLedger is EIP712 {
     /// @param deadline The deadline (a block timestamp).
     error DeadlineExpired(uint256 deadline);
 
-    /// @notice The change's deadline lies more than {maxSignatureLifetime} ahead.
+    /// @notice The change's deadline lies more than {maxSignatureLifetime} ahead of the block.
     /// @param deadline The deadline (a block timestamp).
-    /// @param latest The latest deadline accepted now.
-    error DeadlineTooFar(uint256 deadline, uint256 latest);
+    /// @param maxLifetime The {maxSignatureLifetime}, in seconds.
+    error DeadlineTooFar(uint256 deadline, uint256 maxLifetime);
 
     /// @notice A grant names another notice version than the purpose's current one.
     /// @param purposeId The purpose id.
@@ -494,9 +494,8 @@ contract ConsentLedger is EIP712 {
         if (block.timestamp > change.deadline) {
             return (abi.encodeWithSelector(DeadlineExpired.selector, change.deadline), 0);
         }
-        uint256 latest = block.timestamp + maxSignatureLifetime;
-        if (change.deadline > latest) {
-            return (abi.encodeWithSelector(DeadlineTooFar.selector, change.deadline, latest), 0);
+        if (change.deadline > block.timestamp + maxSignatureLifetime) {
+            return (abi.encodeWithSelector(DeadlineTooFar.selector, change.deadline, maxSignatureLifetime), 0);
         }
         bytes32 customerId = change.customerId;
         (uint8 status, address wallet) = _lookupCustomer(customerId, lookups);

@@ -1019,12 +1019,9 @@ def test_a_deadline_too_far_ahead_is_refused(world, artifacts, decode_revert):
     capped_world = replace(world, ledger=capped)
 
     def refused(attempt: Any, deadline: int) -> None:
-        before = world.now()
         with pytest.raises((TransactionFailed, ContractLogicError)) as info:
             attempt()
-        name, (given, latest) = decode_revert(info.value, capped.abi)
-        assert (name, given) == ("DeadlineTooFar", deadline)
-        assert before + 3_600 <= latest < deadline  # a block's time + the cap
+        assert decode_revert(info.value, capped.abi) == ("DeadlineTooFar", (deadline, 3_600))
 
     for granted in (True, False):  # a revocation too: no signature outlives the cap
         too_far = capped_world.change("alice", granted=granted, deadline=world.now() + 4_200)
