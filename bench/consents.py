@@ -36,23 +36,26 @@ def signed_change(
     nonce: int,
     granted: bool = True,
     purpose_id: str = MARKETING_ID,
+    purpose_version: int = 1,
     org_id: int = 1,
 ) -> dict[str, Any]:
     """The body of `POST /v1/consents` for one change, signed by the customer's wallet."""
     message = {
         "customerId": customer.customer_id,
         "purposeId": purpose_id,
+        "purposeVersion": purpose_version,
         "orgId": org_id,
         "granted": granted,
         "expiresAt": 0,
         "nonce": nonce,
-        "deadline": int(time.time()) + 3600,
+        "deadline": int(time.time()) + 1800,  # within the ledger's maxSignatureLifetime
     }
     typed = consent_change_typed_data(chain_id, ledger, message)
     signature = Account.sign_typed_data(customer.wallet.key, full_message=typed).signature
     return {
         "customer_id": customer.customer_id,
         "purpose_id": purpose_id,
+        "purpose_version": purpose_version,
         "org_id": org_id,
         "granted": granted,
         "expires_at": 0,

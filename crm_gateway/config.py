@@ -143,11 +143,17 @@ class Settings(BaseSettings):
     # The organisation whose customer data this gateway holds (one gateway per organisation);
     # API keys of other organisations may manage roles here but never see its customers.
     gateway_org_id: Annotated[int, Field(ge=1)] = 1
-    # How long a wallet's signature over typed data stays valid (the `deadline` handed out).
+    # How long a wallet's signature over typed data stays valid (the `deadline` handed out); the
+    # migration also makes it the ConsentLedger's `maxSignatureLifetime` (no consent change is
+    # accepted with a deadline further ahead, so a relayer cannot hold a signature back for long).
     signature_ttl_seconds: Annotated[int, Field(ge=30)] = 3600
     # Largest request body accepted (bytes); a larger one gets a 413 problem before it is read
     # (an unauthenticated one gets its 401 first).
     max_request_body_bytes: Annotated[int, Field(ge=1024)] = 1_048_576
+    # Seconds a wallet recovery started by the customer's custodian organisation waits before it
+    # can complete, during which the current wallet can cancel it; set in the CustomerRegistry
+    # by the migration (48 h by default).
+    wallet_recovery_delay_seconds: Annotated[int, Field(ge=1)] = 172800
     gateway_host: str = "127.0.0.1"
     gateway_port: Annotated[int, Field(ge=1, le=65535)] = 8000
     log_level: str = "info"

@@ -17,8 +17,8 @@ import {PurposeRegistry} from "./PurposeRegistry.sol";
  * tamper-evident history (GDPR Art. 7(1): the controller must be able to prove consent).
  *
  * @dev A consent is held per (customer id, purpose id, processor organisation id). Every change is a
- * {ConsentChange} (grant or revoke, optional expiry, per-customer nonce, deadline) made in one of
- * two ways:
+ * {ConsentChange} (grant or revoke, the notice version it answers, optional expiry, per-customer
+ * nonce, deadline) made in one of two ways:
  *
  * 1. {setConsent}: the customer's registered wallet sends the transaction itself;
  * 2. {setConsentBySig} / {setConsentsBySig}: the wallet signs the change as EIP-712 typed data
@@ -26,12 +26,16 @@ import {PurposeRegistry} from "./PurposeRegistry.sol";
  *    holding RELAYER in force in the Consortium submits it, one or many per transaction.
  *
  * Either way the change must carry the customer's current {nonces} (which it consumes) and a
- * deadline not yet passed, and its receipt hash is its EIP-712 digest ({hashConsentChange}),
- * stored with the consent and emitted in {ConsentChanged}.
+ * deadline not yet passed and at most {maxSignatureLifetime} ahead (so that no relayer can hold
+ * a signed change back for long), and its receipt hash is its EIP-712 digest
+ * ({hashConsentChange}), stored with the consent and emitted in {ConsentChanged}. A grant names
+ * the notice version the customer was shown and is refused if that is not the purpose's current
+ * one ({NoticeVersionMismatch}): a grant is never applied to a notice the customer did not see.
  *
  * Withdrawing is never harder than granting (Art. 7(3)): a revocation needs only a known purpose
- * and a known organisation, while a grant needs an active purpose and an active organisation, and
- * an expiry, if any, in the future.
+ * and a known organisation (whatever notice version it names, and even if the purpose is retired
+ * or the organisation suspended), while a grant needs an active purpose at the signed notice
+ * version, an active organisation, and an expiry, if any, in the future.
  *
  * A consent counts ({hasConsent}) while it is granted, not expired, and given to the current
  * version of the purpose's notice: a new notice version ({PurposeRegistry.updateNotice}) or the
@@ -66,14 +70,17 @@ contract ConsentLedger is EIP712 {
 
     /**
      * @notice A change of consent, as signed by the customer's wallet (EIP-712 primary type).
-     * @dev The change does not name the purpose's notice version: the version current when it is
-     * applied is recorded. A short deadline keeps the window between signing and applying small.
+     * @dev A grant is applied only at the notice version it names; a revocation at any (the
+     * version current when it is applied is recorded). The deadline is at most
+     * {maxSignatureLifetime} ahead, so the window between signing and applying stays small.
      */
     struct ConsentChange {
         /// The customer id (as in the CustomerRegistry).
         bytes32 customerId;
         /// The purpose id (as in the PurposeRegistry).
         bytes32 purposeId;
+        /// The purpose's notice version the customer was shown (must be current for a grant).
+        uint64 purposeVersion;
         /// The processor organisation id (as in the Consortium).
         uint64 orgId;
         /// True to grant, false to revoke.
@@ -109,8 +116,8 @@ contract ConsentLedger is EIP712 {
 
     /// @notice EIP-712 type hash of {ConsentChange}.
     bytes32 public constant CONSENT_CHANGE_TYPEHASH = keccak256(
-        "ConsentChange(bytes32 customerId,bytes32 purposeId,uint64 orgId,bool granted,"
-        "uint64 expiresAt,uint256 nonce,uint256 deadline)"
+        "ConsentChange(bytes32 customerId,bytes32 purposeId,uint64 purposeVersion,uint64 orgId,"
+        "bool granted,uint64 expiresAt,uint256 nonce,uint256 deadline)"
     );
 
     /**
@@ -132,6 +139,8 @@ contract ConsentLedger is EIP712 {
     ICustomerDirectory public immutable customerRegistry;
     /// @notice The PurposeRegistry: purposes and their notice versions.
     PurposeRegistry public immutable purposeRegistry;
+    /// @notice How far ahead of the block's timestamp a change's deadline may lie, in seconds.
+    uint256 public immutable maxSignatureLifetime;
 
     mapping(bytes32 customerId => mapping(bytes32 purposeId => mapping(uint64 orgId => Consent))) private _consents;
     mapping(bytes32 customerId => uint256) private _nonces;
@@ -188,6 +197,20 @@ contract ConsentLedger is EIP712 {
     /// @notice The change's deadline has passed.
     /// @param deadline The deadline (a block timestamp).
     error DeadlineExpired(uint256 deadline);
+
+    /// @notice The change's deadline lies more than {maxSignatureLifetime} ahead of the block.
+    /// @param deadline The deadline (a block timestamp).
+    /// @param maxLifetime The {maxSignatureLifetime}, in seconds.
+    error DeadlineTooFar(uint256 deadline, uint256 maxLifetime);
+
+    /// @notice A grant names another notice version than the purpose's current one.
+    /// @param purposeId The purpose id.
+    /// @param current The purpose's current notice version.
+    /// @param signed The version the change names.
+    error NoticeVersionMismatch(bytes32 purposeId, uint64 current, uint64 signed);
+
+    /// @notice The maximum signature lifetime must not be zero.
+    error InvalidSignatureLifetime();
 
     /// @notice The customer id was never registered.
     /// @param customerId The customer id.
@@ -250,10 +273,15 @@ contract ConsentLedger is EIP712 {
      * @param consortium_ The Consortium (RELAYER grants, organisations).
      * @param customerRegistry_ The CustomerRegistry (customer ids, wallets).
      * @param purposeRegistry_ The PurposeRegistry (purposes, notice versions).
+     * @param maxSignatureLifetime_ How far ahead a change's deadline may lie, in seconds (non-zero).
      */
-    constructor(IConsortiumAccess consortium_, ICustomerDirectory customerRegistry_, PurposeRegistry purposeRegistry_)
-        EIP712("ConsentLedger", "1")
-    {
+    constructor(
+        IConsortiumAccess consortium_,
+        ICustomerDirectory customerRegistry_,
+        PurposeRegistry purposeRegistry_,
+        uint256 maxSignatureLifetime_
+    ) EIP712("ConsentLedger", "1") {
+        if (maxSignatureLifetime_ == 0) revert InvalidSignatureLifetime();
         if (address(consortium_).code.length == 0) revert InvalidConsortium(address(consortium_));
         if (address(customerRegistry_).code.length == 0) {
             revert InvalidCustomerRegistry(address(customerRegistry_));
@@ -262,6 +290,7 @@ contract ConsentLedger is EIP712 {
         consortium = consortium_;
         customerRegistry = customerRegistry_;
         purposeRegistry = purposeRegistry_;
+        maxSignatureLifetime = maxSignatureLifetime_;
     }
 
     // ------------------------------------------------------------------------------------------
@@ -271,8 +300,9 @@ contract ConsentLedger is EIP712 {
     /**
      * @notice Apply `change`, sent by the customer's registered wallet itself.
      * @dev Emits {ConsentChanged} with method WalletTransaction. Reverts with {DeadlineExpired},
-     * {UnknownCustomer}, {CustomerIsErased}, {CustomerWithoutWallet}, {NotCustomerWallet},
-     * {InvalidNonce}, {UnknownPurpose}, {PurposeIsRetired}, {UnknownOrganization},
+     * {DeadlineTooFar}, {UnknownCustomer}, {CustomerIsErased}, {CustomerWithoutWallet},
+     * {NotCustomerWallet}, {InvalidNonce}, {UnknownPurpose}, {PurposeIsRetired},
+     * {NoticeVersionMismatch}, {UnknownOrganization},
      * {OrganizationNotActive}, {ExpiryInPast} or {ExpiryOnRevocation}, checked in this order.
      * @param change The change.
      * @return receiptHash The change's receipt hash (its EIP-712 digest).
@@ -464,6 +494,9 @@ contract ConsentLedger is EIP712 {
         if (block.timestamp > change.deadline) {
             return (abi.encodeWithSelector(DeadlineExpired.selector, change.deadline), 0);
         }
+        if (change.deadline > block.timestamp + maxSignatureLifetime) {
+            return (abi.encodeWithSelector(DeadlineTooFar.selector, change.deadline, maxSignatureLifetime), 0);
+        }
         bytes32 customerId = change.customerId;
         (uint8 status, address wallet) = _lookupCustomer(customerId, lookups);
         if (status != CUSTOMER_ACTIVE) {
@@ -483,7 +516,8 @@ contract ConsentLedger is EIP712 {
 
     /**
      * @dev Check that `change` carries the customer's current nonce, names a known purpose and a
-     * known organisation (both active for a grant), and an expiry that fits. Returns the
+     * known organisation (for a grant: both active, and the purpose's current notice version),
+     * and an expiry that fits. Returns the
      * ABI-encoded error, or empty bytes, and the purpose's current version.
      */
     function _validateChange(ConsentChange calldata change, Lookups memory lookups)
@@ -501,6 +535,14 @@ contract ConsentLedger is EIP712 {
         (purposeVersion, active) = _lookupPurpose(change.purposeId, lookups);
         if (purposeVersion == 0) return (abi.encodeWithSelector(UnknownPurpose.selector, change.purposeId), 0);
         if (granting && !active) return (abi.encodeWithSelector(PurposeIsRetired.selector, change.purposeId), 0);
+        if (granting && change.purposeVersion != purposeVersion) {
+            return (
+                abi.encodeWithSelector(
+                    NoticeVersionMismatch.selector, change.purposeId, purposeVersion, change.purposeVersion
+                ),
+                0
+            );
+        }
 
         uint8 orgState = _lookupOrganization(change.orgId, lookups);
         if (orgState == ORG_UNKNOWN) return (abi.encodeWithSelector(UnknownOrganization.selector, change.orgId), 0);
@@ -552,6 +594,7 @@ contract ConsentLedger is EIP712 {
                     CONSENT_CHANGE_TYPEHASH,
                     change.customerId,
                     change.purposeId,
+                    change.purposeVersion,
                     change.orgId,
                     change.granted,
                     change.expiresAt,

@@ -2,11 +2,9 @@
 pragma solidity ^0.8.24;
 
 import {IAccessControl} from "@openzeppelin/contracts/access/IAccessControl.sol";
-import {IERC1271} from "@openzeppelin/contracts/interfaces/IERC1271.sol";
-import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {IConsortiumAccess} from "../access/IConsortiumAccess.sol";
-import {ICustomerWallets} from "./ICustomerWallets.sol";
+import {CustomerWallets} from "./CustomerWallets.sol";
 
 /**
  * @title CustomerRegistry
@@ -25,14 +23,19 @@ import {ICustomerWallets} from "./ICustomerWallets.sol";
  * - {erase} removes the caller's organisation's holding; when the last holding goes, the identity
  *   is erased for good: its wallet is unlinked and the id can never be registered again (the
  *   gateway derives a fresh id for the same person).
- * - {linkWallet} links or rotates the customer's wallet, authorised by an EIP-712 signature of the
- *   wallet (an EOA, or an ERC-1271 contract wallet) and submitted by a steward of a holder.
+ * - The organisation that registered the id first is the customer's *custodian* (its holding
+ *   has `registrar` set). Only a steward of the custodian may make the first link of the
+ *   customer's wallet or start a delayed recovery of a lost one; rotation needs the current
+ *   wallet's signature ({CustomerWallets}). Joining an existing customer ({HolderJoined}) gives
+ *   no power over the wallet, nor (since consents are signed by the wallet) over consents. If
+ *   the custodian erases its holding, no organisation is custodian any more: the wallet can then
+ *   only be rotated by itself.
  *
  * Gas: a customer's holder organisation ids are packed four to a storage word next to a holder
  * count kept in the customer's record word, and a holding is two words; the only loop over stored
  * data is over one customer's holders (in {erase} and {holdersOf}).
  */
-contract CustomerRegistry is EIP712, ICustomerWallets {
+contract CustomerRegistry is CustomerWallets {
     /// @notice Lifecycle of a customer id.
     enum Status {
         /// Never registered.
@@ -61,6 +64,8 @@ contract CustomerRegistry is EIP712, ICustomerWallets {
         uint64 version;
         /// Block timestamp of the last registration or update.
         uint64 updatedAt;
+        /// True for the organisation that registered the id first: the customer's custodian.
+        bool registrar;
     }
 
     /// @dev The per-customer record: one storage word.
@@ -74,10 +79,6 @@ contract CustomerRegistry is EIP712, ICustomerWallets {
     /// @notice Role allowed to write to the registry (as named in the Consortium).
     bytes32 public constant DATA_STEWARD = keccak256("DATA_STEWARD");
 
-    /// @notice EIP-712 type hash of the wallet-link authorisation signed by the wallet.
-    bytes32 public constant LINK_WALLET_TYPEHASH =
-        keccak256("LinkWallet(bytes32 customerId,address wallet,uint256 nonce,uint256 deadline)");
-
     /// @notice The Consortium whose DATA_STEWARDs may write.
     IConsortiumAccess public immutable consortium;
 
@@ -85,8 +86,6 @@ contract CustomerRegistry is EIP712, ICustomerWallets {
     mapping(bytes32 customerId => mapping(uint64 orgId => Holding)) private _holdings;
     /// @dev Holder org ids of a customer, four uint64 per word, in positions 0..holderCount-1.
     mapping(bytes32 customerId => mapping(uint256 word => uint256)) private _holderWords;
-    mapping(bytes32 customerId => uint256) private _walletNonces;
-    mapping(address wallet => bytes32 customerId) private _customerOfWallet;
 
     /// @notice A new customer id was registered; `orgId` is its first holder, at version 1.
     /// @param customerId The new customer id.
@@ -112,18 +111,6 @@ contract CustomerRegistry is EIP712, ICustomerWallets {
     /// @param commitment The new commitment.
     event CommitmentUpdated(bytes32 indexed customerId, uint64 indexed orgId, uint64 version, bytes32 commitment);
 
-    /// @notice The customer's wallet was linked or rotated.
-    /// @param customerId The customer id.
-    /// @param oldWallet The wallet linked before (the zero address if none).
-    /// @param newWallet The wallet linked now.
-    /// @param nonce The wallet-link nonce the signature consumed (the next one is `nonce + 1`).
-    event WalletLinked(bytes32 indexed customerId, address indexed oldWallet, address indexed newWallet, uint256 nonce);
-
-    /// @notice The customer's wallet was unlinked (when the customer was erased).
-    /// @param customerId The customer id.
-    /// @param wallet The wallet that was linked.
-    event WalletUnlinked(bytes32 indexed customerId, address indexed wallet);
-
     /// @notice A holder organisation erased its holding of a customer.
     /// @param customerId The customer id.
     /// @param orgId The organisation whose holding was erased.
@@ -142,9 +129,6 @@ contract CustomerRegistry is EIP712, ICustomerWallets {
 
     /// @notice The zero commitment is not valid.
     error InvalidCommitment();
-
-    /// @notice The zero address cannot be linked as a wallet.
-    error InvalidWallet();
 
     /// @notice The caller's organisation already holds this customer.
     /// @param customerId The existing customer id.
@@ -172,25 +156,15 @@ contract CustomerRegistry is EIP712, ICustomerWallets {
     /// @notice `ids` and `commitments` differ in length.
     error LengthMismatch();
 
-    /// @notice The signature's deadline has passed.
-    /// @param deadline The deadline (a block timestamp).
-    error ExpiredSignature(uint256 deadline);
-
-    /// @notice The signature is not a valid LinkWallet authorisation by `wallet` for the current nonce.
-    /// @param customerId The customer id.
-    /// @param wallet The wallet that should have signed.
-    error InvalidWalletSignature(bytes32 customerId, address wallet);
-
-    /// @notice The wallet is linked to another customer.
-    /// @param wallet The wallet.
-    /// @param customerId The customer it is linked to.
-    error WalletInUse(address wallet, bytes32 customerId);
-
     /**
      * @notice Deploy the registry for a consortium.
      * @param consortium_ The Consortium (anything implementing {IConsortiumAccess}).
+     * @param walletRecoveryDelay_ Seconds a wallet recovery waits, cancellable by the current wallet.
      */
-    constructor(IConsortiumAccess consortium_) EIP712("CustomerRegistry", "1") {
+    constructor(IConsortiumAccess consortium_, uint256 walletRecoveryDelay_)
+        EIP712("CustomerRegistry", "1")
+        CustomerWallets(walletRecoveryDelay_)
+    {
         if (address(consortium_).code.length == 0) revert InvalidConsortium(address(consortium_));
         consortium = consortium_;
     }
@@ -268,37 +242,6 @@ contract CustomerRegistry is EIP712, ICustomerWallets {
     }
 
     /**
-     * @notice Link `wallet` to `customerId`, replacing any wallet linked before. `wallet` must
-     * have signed the EIP-712 message
-     * `LinkWallet(bytes32 customerId,address wallet,uint256 nonce,uint256 deadline)` with the
-     * customer's current {walletNonce}, in this contract's domain ({eip712Domain}); an ERC-1271
-     * contract wallet may approve it instead. The caller must be a DATA_STEWARD of a holder.
-     * @dev Consumes the nonce and emits {WalletLinked}. Reverts with {InvalidWallet},
-     * {ExpiredSignature}, {WalletInUse} or {InvalidWalletSignature} (also for a replayed signature).
-     * @param customerId The customer id.
-     * @param wallet The wallet to link.
-     * @param deadline The last block timestamp at which the signature is accepted.
-     * @param signature The wallet's signature (65 bytes `r,s,v` for an EOA).
-     */
-    function linkWallet(bytes32 customerId, address wallet, uint256 deadline, bytes calldata signature)
-        external
-        virtual
-    {
-        uint64 orgId = _requireSteward();
-        if (customerId == bytes32(0)) revert InvalidCustomerId();
-        _requireHolding(customerId, orgId);
-        if (wallet == address(0)) revert InvalidWallet();
-        if (block.timestamp > deadline) revert ExpiredSignature(deadline);
-        bytes32 linked = _customerOfWallet[wallet];
-        if (linked != bytes32(0) && linked != customerId) revert WalletInUse(wallet, linked);
-        uint256 nonce = _walletNonces[customerId];
-        if (!_isValidWalletSignature(customerId, wallet, nonce, deadline, signature)) {
-            revert InvalidWalletSignature(customerId, wallet);
-        }
-        _linkWallet(customerId, wallet, nonce);
-    }
-
-    /**
      * @notice Erase the caller's organisation's holding of `customerId` ({HoldingErased}). When
      * no holder remains, the customer is erased for good: its wallet is unlinked
      * ({WalletUnlinked}) and {CustomerErased} is emitted.
@@ -368,37 +311,6 @@ contract CustomerRegistry is EIP712, ICustomerWallets {
     }
 
     /**
-     * @notice The nonce the next wallet-link signature for `customerId` must carry.
-     * @param customerId The customer id.
-     * @return The nonce.
-     */
-    function walletNonce(bytes32 customerId) public view virtual returns (uint256) {
-        return _walletNonces[customerId];
-    }
-
-    /**
-     * @notice The customer a wallet is linked to.
-     * @param wallet The wallet.
-     * @return The customer id, or zero if the wallet is not linked.
-     */
-    function customerOfWallet(address wallet) public view virtual returns (bytes32) {
-        return _customerOfWallet[wallet];
-    }
-
-    /**
-     * @notice Whether `wallet` is linked to an active customer (see {ICustomerWallets}).
-     * @dev One storage read: a wallet is linked only to an active customer ({linkWallet} requires
-     * a holding), is unlinked when it is rotated away ({_linkWallet}) and when its customer is
-     * erased ({_eraseHolding}), and an active customer never becomes inactive otherwise. An
-     * override of those hooks that breaks this must override this view too.
-     * @param wallet The wallet.
-     * @return True if `wallet` is the wallet of an active customer.
-     */
-    function isActiveWallet(address wallet) public view virtual returns (bool) {
-        return _customerOfWallet[wallet] != bytes32(0);
-    }
-
-    /**
      * @notice Whether `customerId` was ever registered (it is then Active or Erased, and cannot be
      * created anew).
      * @param customerId The customer id.
@@ -448,6 +360,39 @@ contract CustomerRegistry is EIP712, ICustomerWallets {
         if (held.version == 0) revert NotHolder(customerId, orgId);
     }
 
+    /// @dev See {CustomerWallets-_walletOf}.
+    function _walletOf(bytes32 customerId) internal view virtual override returns (address) {
+        return _customers[customerId].wallet;
+    }
+
+    /// @dev See {CustomerWallets-_setWallet}.
+    function _setWallet(bytes32 customerId, address wallet) internal virtual override {
+        _customers[customerId].wallet = wallet;
+    }
+
+    /// @dev See {CustomerWallets-_requireActiveCustomer}: {UnknownCustomer} or {CustomerIsErased}.
+    function _requireActiveCustomer(bytes32 customerId) internal view virtual override {
+        Status status = _customers[customerId].status;
+        if (status == Status.None) revert UnknownCustomer(customerId);
+        if (status == Status.Erased) revert CustomerIsErased(customerId);
+    }
+
+    /**
+     * @dev See {CustomerWallets-_requireCustodian}: the caller is a DATA_STEWARD in force (else
+     * the role error) of a holder ({NotHolder}) that registered the id first ({NotWalletCustodian}).
+     */
+    function _requireCustodian(bytes32 customerId) internal view virtual override returns (uint64 orgId) {
+        orgId = _requireSteward();
+        if (customerId == bytes32(0)) revert InvalidCustomerId();
+        if (!_requireHolding(customerId, orgId).registrar) revert NotWalletCustodian(customerId, orgId);
+    }
+
+    /// @dev See {CustomerWallets-_isCustodianSteward}.
+    function _isCustodianSteward(bytes32 customerId, address account) internal view virtual override returns (bool) {
+        if (!consortium.hasActiveRole(DATA_STEWARD, account)) return false;
+        return _holdings[customerId][consortium.organizationOf(account)].registrar;
+    }
+
     /**
      * @dev Make `orgId` a holder of `customerId` at version 1, creating the identity if it is new.
      * No checks: the id must not be erased and `orgId` must not hold it yet.
@@ -456,8 +401,9 @@ contract CustomerRegistry is EIP712, ICustomerWallets {
     function _register(bytes32 customerId, bytes32 commitment, uint64 orgId) internal virtual {
         CustomerRecord storage record = _customers[customerId];
         uint64 now_ = uint64(block.timestamp);
-        _holdings[customerId][orgId] = Holding({commitment: commitment, version: 1, updatedAt: now_});
-        if (record.status == Status.None) {
+        bool first = record.status == Status.None;
+        _holdings[customerId][orgId] = Holding({commitment: commitment, version: 1, updatedAt: now_, registrar: first});
+        if (first) {
             record.status = Status.Active;
             record.registeredAt = now_;
             _setHolderAt(customerId, 0, orgId);
@@ -476,23 +422,10 @@ contract CustomerRegistry is EIP712, ICustomerWallets {
         internal
         virtual
     {
-        _holdings[customerId][orgId] =
-            Holding({commitment: commitment, version: version, updatedAt: uint64(block.timestamp)});
+        Holding storage held = _holdings[customerId][orgId];
+        held.commitment = commitment;
+        (held.version, held.updatedAt) = (version, uint64(block.timestamp));
         emit CommitmentUpdated(customerId, orgId, version, commitment);
-    }
-
-    /**
-     * @dev Link `wallet` to `customerId` (unlinking the previous one) and consume `nonce`, the
-     * current nonce. No checks. Emits {WalletLinked}.
-     */
-    function _linkWallet(bytes32 customerId, address wallet, uint256 nonce) internal virtual {
-        CustomerRecord storage record = _customers[customerId];
-        address old = record.wallet;
-        if (old != address(0)) delete _customerOfWallet[old];
-        _customerOfWallet[wallet] = customerId;
-        record.wallet = wallet;
-        _walletNonces[customerId] = nonce + 1;
-        emit WalletLinked(customerId, old, wallet, nonce);
     }
 
     /**
@@ -515,42 +448,9 @@ contract CustomerRegistry is EIP712, ICustomerWallets {
         emit HoldingErased(customerId, orgId);
         if (last == 0) {
             record.status = Status.Erased;
-            address wallet = record.wallet;
-            if (wallet != address(0)) {
-                record.wallet = address(0);
-                delete _customerOfWallet[wallet];
-                emit WalletUnlinked(customerId, wallet);
-            }
+            _unlinkWallet(customerId);
             emit CustomerErased(customerId);
         }
-    }
-
-    /**
-     * @dev Whether `signature` is `wallet`'s EIP-712 LinkWallet authorisation for these values:
-     * recovered with ECDSA (malleable and invalid signatures refused) when `wallet` has no code,
-     * approved through ERC-1271 `isValidSignature` when it is a contract.
-     *
-     * NOTE: The same rule as OpenZeppelin's `SignatureChecker.isValidSignatureNow`, which is not
-     * used because in v5.4 it pulls in `Bytes` (MCOPY), which would make every contract of the
-     * project Cancun-only.
-     */
-    function _isValidWalletSignature(
-        bytes32 customerId,
-        address wallet,
-        uint256 nonce,
-        uint256 deadline,
-        bytes calldata signature
-    ) internal view virtual returns (bool) {
-        bytes32 digest =
-            _hashTypedDataV4(keccak256(abi.encode(LINK_WALLET_TYPEHASH, customerId, wallet, nonce, deadline)));
-        if (wallet.code.length == 0) {
-            (address recovered, ECDSA.RecoverError err,) = ECDSA.tryRecover(digest, signature);
-            return err == ECDSA.RecoverError.NoError && recovered == wallet;
-        }
-        (bool success, bytes memory result) =
-            wallet.staticcall(abi.encodeCall(IERC1271.isValidSignature, (digest, signature)));
-        return success && result.length >= 32
-            && abi.decode(result, (bytes32)) == bytes32(IERC1271.isValidSignature.selector);
     }
 
     /// @dev The holder org id at position `index` of `customerId`'s packed holder list.

@@ -22,6 +22,7 @@ from crm_gateway.api.routers import (
     operations,
     orgs,
     roles,
+    wallets,
 )
 from crm_gateway.api.sessions import install_session_stores
 from crm_gateway.api.web import install_web
@@ -77,6 +78,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         orgs.router,
         roles.router,
         customers.router,
+        wallets.router,
         loyalty.router,
         operations.router,
         audit.router,

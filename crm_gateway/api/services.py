@@ -17,6 +17,7 @@ from crm_gateway.services.access import AccessService
 from crm_gateway.services.consent import ConsentService
 from crm_gateway.services.customers import CustomerService
 from crm_gateway.services.operations import OperationService
+from crm_gateway.services.wallets import WalletService
 
 T = TypeVar("T")
 
@@ -77,6 +78,16 @@ def customer_service(runtime: Runtime) -> CustomerService:
     )
 
 
+def wallet_service(runtime: Runtime) -> WalletService:
+    return WalletService(
+        customers=customer_service(runtime),
+        contracts=runtime.contracts,
+        operations=OperationService(runtime.session_factory, runtime.pipeline),
+        gateway_org_id=runtime.settings.gateway_org_id,
+        signature_ttl_seconds=runtime.settings.signature_ttl_seconds,
+    )
+
+
 async def get_access_service(request: Request) -> AccessService:
     return _shared(request, access_service)
 
@@ -93,7 +104,12 @@ async def get_customer_service(request: Request) -> CustomerService:
     return _shared(request, customer_service)
 
 
+async def get_wallet_service(request: Request) -> WalletService:
+    return _shared(request, wallet_service)
+
+
 AccessDep = Annotated[AccessService, Depends(get_access_service)]
 OperationsDep = Annotated[OperationService, Depends(get_operation_service)]
 ConsentDep = Annotated[ConsentService, Depends(get_consent_service)]
 CustomersDep = Annotated[CustomerService, Depends(get_customer_service)]
+WalletsDep = Annotated[WalletService, Depends(get_wallet_service)]

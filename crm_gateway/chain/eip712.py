@@ -8,11 +8,12 @@ address) is encoded as its 32-byte words, and the signer is recovered with coinc
 refusing what OpenZeppelin's `ECDSA.tryRecover` refuses: a length other than 65 bytes, `v` other
 than 27 or 28, `r` or `s` zero or out of range, and a malleable (high) `s`.
 
-The typed data the contracts define (`ConsentChange` of the ConsentLedger, `LinkWallet` of the
-CustomerRegistry) is described here once: each struct as the contract writes it into its type
-hash, its fields (for the digests), and the `eth_signTypedData_v4` JSON a wallet is asked to sign
-(`consent_change_typed_data`, `link_wallet_typed_data`), for the gateway's API and for the
-benchmarks' wallets alike.
+The typed data the contracts define (`ConsentChange` of the ConsentLedger; `LinkWallet`,
+`RotateWallet` and `CancelWalletRecovery` of the CustomerRegistry) is described here once: each
+struct as the contract writes it into its type hash, its fields (for the digests), and the
+`eth_signTypedData_v4` JSON a wallet is asked to sign (`consent_change_typed_data`,
+`link_wallet_typed_data`, `rotate_wallet_typed_data`, `cancel_wallet_recovery_typed_data`), for
+the gateway's API and for the benchmarks' wallets alike.
 """
 
 from __future__ import annotations
@@ -35,12 +36,22 @@ DOMAIN_TYPE: Final = (
 )
 #: The ConsentLedger's (domain "ConsentLedger", version "1").
 CONSENT_CHANGE_TYPE: Final = (
-    "ConsentChange(bytes32 customerId,bytes32 purposeId,uint64 orgId,bool granted,"
-    "uint64 expiresAt,uint256 nonce,uint256 deadline)"
+    "ConsentChange(bytes32 customerId,bytes32 purposeId,uint64 purposeVersion,uint64 orgId,"
+    "bool granted,uint64 expiresAt,uint256 nonce,uint256 deadline)"
 )
-#: The CustomerRegistry's (domain "CustomerRegistry", version "1").
+#: The CustomerRegistry's (domain "CustomerRegistry", version "1"): the new wallet accepts.
 LINK_WALLET_TYPE: Final = (
     "LinkWallet(bytes32 customerId,address wallet,uint256 nonce,uint256 deadline)"
+)
+#: The current wallet hands over to `newWallet`.
+ROTATE_WALLET_TYPE: Final = (
+    "RotateWallet(bytes32 customerId,address currentWallet,address newWallet,uint256 nonce,"
+    "uint256 deadline)"
+)
+#: The current wallet cancels a pending recovery.
+CANCEL_WALLET_RECOVERY_TYPE: Final = (
+    "CancelWalletRecovery(bytes32 customerId,address currentWallet,address recoveryWallet,"
+    "uint256 nonce,uint256 deadline)"
 )
 
 
@@ -59,6 +70,8 @@ def type_signature(name: str, fields: Fields) -> str:
 DOMAIN_FIELDS: Final = struct_fields(DOMAIN_TYPE)
 CONSENT_CHANGE_FIELDS: Final = struct_fields(CONSENT_CHANGE_TYPE)
 LINK_WALLET_FIELDS: Final = struct_fields(LINK_WALLET_TYPE)
+ROTATE_WALLET_FIELDS: Final = struct_fields(ROTATE_WALLET_TYPE)
+CANCEL_WALLET_RECOVERY_FIELDS: Final = struct_fields(CANCEL_WALLET_RECOVERY_TYPE)
 
 
 def domain_separator(name: str, version: str, chain_id: int, verifying_contract: str) -> bytes:
@@ -122,8 +135,8 @@ def consent_change_typed_data(
     chain_id: int, ledger_address: str, message: Mapping[str, Any]
 ) -> dict[str, Any]:
     """The typed data of a ConsentLedger `ConsentChange`; `message` has the struct's fields
-    (`CONSENT_CHANGE_FIELDS`: customerId, purposeId, orgId, granted, expiresAt, nonce,
-    deadline)."""
+    (`CONSENT_CHANGE_FIELDS`: customerId, purposeId, purposeVersion, orgId, granted, expiresAt,
+    nonce, deadline)."""
     return typed_data(
         "ConsentChange",
         CONSENT_CHANGE_FIELDS,
@@ -153,6 +166,62 @@ def link_wallet_typed_data(
     return typed_data(
         "LinkWallet",
         LINK_WALLET_FIELDS,
+        message,
+        name="CustomerRegistry",
+        chain_id=chain_id,
+        verifying_contract=registry_address,
+    )
+
+
+def rotate_wallet_typed_data(
+    chain_id: int,
+    registry_address: str,
+    customer_id: str,
+    current_wallet: str,
+    new_wallet: str,
+    nonce: int,
+    deadline: int,
+) -> dict[str, Any]:
+    """The typed data of a CustomerRegistry `RotateWallet`: the customer's current wallet agrees
+    to be replaced by `new_wallet` (which signs `link_wallet_typed_data` for the same nonce)."""
+    message = {
+        "customerId": customer_id,
+        "currentWallet": to_checksum_address(current_wallet),
+        "newWallet": to_checksum_address(new_wallet),
+        "nonce": nonce,
+        "deadline": deadline,
+    }
+    return typed_data(
+        "RotateWallet",
+        ROTATE_WALLET_FIELDS,
+        message,
+        name="CustomerRegistry",
+        chain_id=chain_id,
+        verifying_contract=registry_address,
+    )
+
+
+def cancel_wallet_recovery_typed_data(
+    chain_id: int,
+    registry_address: str,
+    customer_id: str,
+    current_wallet: str,
+    recovery_wallet: str,
+    nonce: int,
+    deadline: int,
+) -> dict[str, Any]:
+    """The typed data of a CustomerRegistry `CancelWalletRecovery`: the current wallet stops the
+    pending recovery to `recovery_wallet`."""
+    message = {
+        "customerId": customer_id,
+        "currentWallet": to_checksum_address(current_wallet),
+        "recoveryWallet": to_checksum_address(recovery_wallet),
+        "nonce": nonce,
+        "deadline": deadline,
+    }
+    return typed_data(
+        "CancelWalletRecovery",
+        CANCEL_WALLET_RECOVERY_FIELDS,
         message,
         name="CustomerRegistry",
         chain_id=chain_id,

@@ -1,9 +1,11 @@
 """Consent: purposes, customers' signed consent changes, checks, history and receipts.
 
 A customer decides with their own key: either their wallet sends a transaction to the
-ConsentLedger, or it signs EIP-712 typed data that a RELAYER key submits. The gateway checks every
-signed change before anything is queued (signer, nonce, deadline, purpose, customer), so a change
-the contract would refuse is refused here with the same custom error name and nothing is sent.
+ConsentLedger, or it signs EIP-712 typed data that a RELAYER key submits. The ConsentLedger is the
+one source of the rules: before anything is queued the gateway refuses only what the contract is
+certain to refuse for good (a strict, cheap subset of its checks, see `ConsentService._check`),
+with the contract's custom error name; everything else is decided by the contract (the sender
+simulates each write, and a refusal comes back with the decoded custom error).
 Hot questions (may this customer's data be used for this purpose?) are answered from the read
 model the indexer keeps; `consistency="chain"` asks the contract instead.
 """
@@ -11,7 +13,6 @@ model the indexer keeps; `consistency="chain"` asks the contract instead.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -126,6 +127,7 @@ class SignedChange:
 
     customer_id: str
     purpose_id: str
+    purpose_version: int
     org_id: int
     granted: bool
     expires_at: int
@@ -137,6 +139,7 @@ class SignedChange:
         return [
             self.customer_id,
             self.purpose_id,
+            self.purpose_version,
             self.org_id,
             self.granted,
             self.expires_at,
@@ -163,6 +166,7 @@ class ConsentService:
         self._access = AccessService(contracts)
         self._signature_ttl = signature_ttl_seconds
         self._hasher: StructHasher | None = None
+        self._max_lifetime: int | None = None
 
     @property
     def _ledger(self) -> Contract:
@@ -220,21 +224,38 @@ class ConsentService:
     def typed_data(
         self, customer_id: str, purpose: str, org_id: int, granted: bool, expires_at: int
     ) -> dict[str, Any]:
-        """The exact EIP-712 typed data (eth_signTypedData_v4) the customer's wallet signs."""
+        """The EIP-712 typed data (eth_signTypedData_v4) the customer's wallet signs: the current
+        notice version and nonce, and a deadline SIGNATURE_TTL_SECONDS after the latest block
+        (never beyond the ledger's `maxSignatureLifetime`)."""
         pid = self._known_purpose(purpose)
         self._wallet_of(customer_id)
+        version, _active = self._purposes.functions.purposeStatus(pid).call()
         nonce = int(self._ledger.functions.nonces(customer_id).call())
-        deadline = int(time.time()) + self._signature_ttl
-        change = SignedChange(customer_id, pid, org_id, granted, expires_at, nonce, deadline, "")
+        lifetime = min(self._signature_ttl, self._max_signature_lifetime())
+        deadline = self._chain_time() + lifetime
+        change = SignedChange(
+            customer_id, pid, int(version), org_id, granted, expires_at, nonce, deadline, ""
+        )
         return self._typed(change)
 
-    def relay(self, actor: str, changes: Sequence[SignedChange]) -> ChainWrite:
-        """Check every signed change as the contract would, then queue them in one transaction.
+    def _max_signature_lifetime(self) -> int:
+        """The ledger's `maxSignatureLifetime` (an immutable: asked once)."""
+        if self._max_lifetime is None:
+            self._max_lifetime = int(self._ledger.functions.maxSignatureLifetime().call())
+        return self._max_lifetime
 
-        What the contract looks up (each purpose's status, each customer's registration, wallet
-        and nonce) is asked of the chain in one JSON-RPC batch for the whole request, and the
-        signatures are checked without eth-account's typed-data parser (`chain.eip712`): a
-        relayer's batch of a few hundred changes is checked in milliseconds, not seconds.
+    def _chain_time(self) -> int:
+        """The latest block's timestamp: the next block's is at least this."""
+        return int(self._contracts.chain.w3.eth.get_block("latest")["timestamp"])
+
+    def relay(self, actor: str, changes: Sequence[SignedChange]) -> ChainWrite:
+        """Refuse what the contract is certain to refuse (`_check`), then queue the changes in
+        one transaction; the contract decides the rest.
+
+        What the checks look up (each purpose's status, each customer's registration, wallet
+        and nonce, the latest block's time) is asked of the chain in one JSON-RPC batch for the
+        whole request, and the signatures are checked without eth-account's typed-data parser
+        (`chain.eip712`): a relayer's batch of a few hundred changes is checked in milliseconds.
         """
         if not self._read_model.has_role(Role.RELAYER.value, actor):
             raise PermissionDeniedError(
@@ -255,25 +276,24 @@ class ConsentService:
             ],
         )
         n, m = len(purposes), len(customers)
-        # (exists, active): a purpose exists once it has a version (`PurposeRegistry.exists`).
+        # (current version, active); version 0: never defined.
         purpose_state = {
-            pid: (int(version) != 0, bool(active))
+            pid: (int(version), bool(active))
             for pid, (version, active) in zip(purposes, answers[:n], strict=True)
         }
         customer_state = dict(zip(customers, answers[n : n + m], strict=True))
-        next_nonce = {
+        used_below = {
             cid: int(nonce[0]) for cid, nonce in zip(customers, answers[n + m :], strict=True)
         }
-        now = int(time.time())
+        now = self._chain_time()
         for change in changes:
             self._check(
                 change,
-                next_nonce[change.customer_id],
+                used_below[change.customer_id],
                 purpose_state[change.purpose_id],
                 customer_state[change.customer_id],
                 now,
             )
-            next_nonce[change.customer_id] += 1
         if len(changes) == 1:
             change = changes[0]
             return ChainWrite(
@@ -294,56 +314,77 @@ class ConsentService:
     def _check(
         self,
         change: SignedChange,
-        expected_nonce: int,
-        purpose: tuple[bool, bool],
+        current_nonce: int,
+        purpose: tuple[int, bool],
         customer: tuple[Any, ...],
         now: int,
     ) -> None:
-        """Refuse `change` as the contract would, given the purpose's (exists, active), the
-        customer's registry record and the nonce it must carry."""
+        """Refuse `change` only where the ConsentLedger is certain to refuse it, whenever it is
+        mined, given the purpose's (current version, active), the customer's registry record, the
+        customer's current nonce and the latest block's time `now`.
+
+        Each check below rests on state that can only move one way (block time, nonces and
+        notice versions only grow; erasure and retirement are for good), so it is a strict
+        subset of the contract's rules. What could still change in the change's favour before it
+        is mined (an unknown customer, purpose or organisation, a suspended organisation, a nonce
+        ahead of the current one, a deadline further ahead than `maxSignatureLifetime` of a block
+        still to come) is left to the contract. A revocation is never refused for its purpose's
+        state or notice version: withdrawing must always be possible.
+        """
         if change.deadline < now:
             raise _refused(
                 "DeadlineExpired", "the signature's deadline has passed", deadline=change.deadline
             )
-        exists, active = purpose
-        if not exists:
+        status = int(customer[0])
+        if status == _CUSTOMER_ERASED:
             raise _refused(
-                "UnknownPurpose", "the purpose is not registered", purposeId=change.purpose_id
+                "CustomerIsErased", "the customer was erased", customerId=change.customer_id
             )
-        if not active:
+        if change.nonce < current_nonce:
             raise _refused(
-                "PurposeIsRetired", "the purpose is retired", purposeId=change.purpose_id
+                "InvalidNonce",
+                f"nonce {change.nonce} is used; the customer's next is {current_nonce}",
+                customerId=change.customer_id,
+                expected=current_nonce,
+                given=change.nonce,
             )
+        version, active = purpose
+        if change.granted and version != 0:
+            if not active:
+                raise _refused(
+                    "PurposeIsRetired", "the purpose is retired", purposeId=change.purpose_id
+                )
+            if change.purpose_version < version:
+                raise _refused(
+                    "NoticeVersionMismatch",
+                    f"the grant was signed for notice version {change.purpose_version}; "
+                    f"the purpose is at version {version}",
+                    purposeId=change.purpose_id,
+                    current=version,
+                    signed=change.purpose_version,
+                )
         if not change.granted and change.expires_at != 0:
             raise _refused(
                 "ExpiryOnRevocation", "a revocation has no expiry", expiresAt=change.expires_at
             )
         if change.granted and change.expires_at != 0 and change.expires_at <= now:
             raise _refused("ExpiryInPast", "the expiry is in the past", expiresAt=change.expires_at)
-        wallet = _wallet(change.customer_id, customer)
-        if change.nonce != expected_nonce:
-            raise _refused(
-                "InvalidNonce",
-                f"the change uses nonce {change.nonce}, the customer's next is {expected_nonce}",
-                customerId=change.customer_id,
-                expected=expected_nonce,
-                given=change.nonce,
-            )
+        wallet = str(customer[2])
+        if status == _CUSTOMER_ACTIVE and wallet != _ZERO_ADDRESS:
+            self._check_signature(change, to_checksum_address(wallet))
+
+    def _check_signature(self, change: SignedChange, wallet: str) -> None:
+        """Refuse a signature that is not the registered wallet's (an EOA: a contract wallet's
+        ERC-1271 answer is the contract's to ask)."""
         signer = recover_signer(self._change_digest(change), change.signature)
-        if signer is None:
-            raise _refused(
-                "InvalidConsentSignature",
-                "the signature is malformed",
-                customerId=change.customer_id,
-                wallet=wallet,
-            )
-        if signer != wallet:
-            raise _refused(
-                "InvalidConsentSignature",
-                "the change was not signed by the customer's registered wallet",
-                customerId=change.customer_id,
-                wallet=wallet,
-            )
+        if signer == wallet or self._contracts.chain.has_code(wallet):
+            return
+        raise _refused(
+            "InvalidConsentSignature",
+            "the change was not signed by the customer's registered wallet",
+            customerId=change.customer_id,
+            wallet=wallet,
+        )
 
     def _change_digest(self, change: SignedChange) -> bytes:
         """The EIP-712 digest the wallet signed (what `_typed(change)` encodes)."""

@@ -8,13 +8,10 @@ A write commits its off-chain part and its outbox row in one database transactio
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from eth_account import Account
-from eth_account.messages import encode_typed_data
 from eth_utils.address import to_checksum_address
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -22,13 +19,11 @@ from web3.contract import Contract
 
 from crm_gateway.chain.calls import call_many
 from crm_gateway.chain.contracts import Contracts
-from crm_gateway.chain.eip712 import link_wallet_typed_data
 from crm_gateway.customers.profile import CustomerProfile, ProfilePatch
 from crm_gateway.pipeline.outbox import ChainWrite
 from crm_gateway.services.access import AccessService, Role
 from crm_gateway.services.consent import ConsentService
 from crm_gateway.services.errors import (
-    ChainRefusedError,
     ConflictError,
     DomainError,
     NotFoundError,
@@ -715,77 +710,16 @@ class CustomerService:
             "access_log": log,
         }
 
-    # --- wallet ---------------------------------------------------------------------------
+    # --- for the wallet service (services/wallets.py) ---------------------------------------
 
-    def wallet_typed_data(self, actor: Actor, customer_id: str, wallet: str) -> dict[str, Any]:
-        """The EIP-712 typed data (eth_signTypedData_v4) the wallet signs to be linked."""
-        self._authorise(actor, AccessAction.UPDATE, (Role.DATA_STEWARD,), customer_id)
+    def authorise(
+        self, actor: Actor, action: AccessAction, roles: tuple[Role, ...], customer_id: str
+    ) -> None:
+        """Refuse (and log it) unless `actor` holds one of `roles` in this gateway's organisation,
+        and unless this organisation holds an active record of `customer_id`."""
+        self._authorise(actor, action, roles, customer_id)
         with self._sessions() as session:
             self._active(session, customer_id)
-        nonce = int(self._registry.functions.walletNonce(from_hex32(customer_id)).call())
-        return self._typed_data(customer_id, wallet, nonce, int(time.time()) + self._signature_ttl)
-
-    def link_wallet(
-        self,
-        actor: Actor,
-        customer_id: str,
-        *,
-        wallet: str,
-        deadline: int,
-        signature: str,
-        idempotency_key: str | None,
-    ) -> CustomerWrite:
-        """Relay the wallet's signature; refuse it here if it could not pass on-chain."""
-        self._authorise(actor, AccessAction.LINK_WALLET, (Role.DATA_STEWARD,), customer_id)
-        with self._sessions() as session:
-            self._active(session, customer_id)
-        if deadline < int(time.time()):
-            raise ChainRefusedError(
-                "the signature's deadline has passed",
-                error={"name": "ExpiredSignature", "args": {"deadline": deadline}},
-            )
-        nonce = int(self._registry.functions.walletNonce(from_hex32(customer_id)).call())
-        typed = self._typed_data(customer_id, wallet, nonce, deadline)
-        try:
-            signer = Account.recover_message(
-                encode_typed_data(full_message=typed), signature=signature
-            )
-        except Exception as exc:  # malformed signatures raise a variety of errors
-            raise ChainRefusedError(
-                "the signature is malformed",
-                error={"name": "InvalidWalletSignature", "args": {"wallet": wallet}},
-            ) from exc
-        if signer != to_checksum_address(wallet):
-            raise ChainRefusedError(
-                "the typed data was not signed by the wallet being linked",
-                error={"name": "InvalidWalletSignature", "args": {"wallet": wallet}},
-            )
-        write = ChainWrite(
-            "customers.link_wallet",
-            REGISTRY,
-            "linkWallet",
-            [customer_id, to_checksum_address(wallet), deadline, signature],
-            actor.account,
-        )
-        operation, created = self._operations.submit(
-            write,
-            api_key_id=actor.api_key_id,
-            idempotency_key=idempotency_key,
-            payload={"customer_id": customer_id, "wallet": wallet, "signature": signature},
-        )
-        return CustomerWrite(customer_id, operation, created)
-
-    def _typed_data(
-        self, customer_id: str, wallet: str, nonce: int, deadline: int
-    ) -> dict[str, Any]:
-        return link_wallet_typed_data(
-            self._contracts.chain.chain_id,
-            self._registry.address,
-            customer_id,
-            wallet,
-            nonce,
-            deadline,
-        )
 
     # --- helpers --------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 CHANGE = [
     ("customerId", "bytes32"),
     ("purposeId", "bytes32"),
+    ("purposeVersion", "uint64"),
     ("orgId", "uint64"),
     ("granted", "bool"),
     ("expiresAt", "uint64"),
@@ -76,6 +77,7 @@ def test_digests_and_signers_match_eth_account(seed: int) -> None:
     change = {
         "customerId": "0x" + rng.randbytes(32).hex(),
         "purposeId": "0x" + rng.randbytes(32).hex(),
+        "purposeVersion": rng.randrange(2**64),
         "orgId": rng.randrange(2**64),
         "granted": bool(seed % 2),
         "expiresAt": rng.randrange(2**64),
@@ -127,7 +129,7 @@ def _contract(name: str) -> Any:
 def test_calldata_matches_web3() -> None:
     ledger, registry = _contract("ConsentLedger"), _contract("CustomerRegistry")
     changes = [
-        ["0x" + secrets.token_hex(32), "0x" + secrets.token_hex(32), 7, True, 0, n, 2**40]
+        ["0x" + secrets.token_hex(32), "0x" + secrets.token_hex(32), 1, 7, True, 0, n, 2**40]
         for n in range(5)
     ]
     signatures = ["0x" + secrets.token_hex(65) for _ in changes]

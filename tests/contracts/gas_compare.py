@@ -189,7 +189,7 @@ def measure(w3: Web3) -> list[Row]:
     roles = consortium.functions
     run.send(roles.grantRole(roles.MERCHANT().call(), merchant), founder_admin)
     run.send(roles.grantRole(roles.DATA_STEWARD().call(), steward), founder_admin)
-    registry = run.deploy("CustomerRegistry", consortium.address)
+    registry = run.deploy("CustomerRegistry", consortium.address, 172_800)
     loyalty = run.deploy(
         "LoyaltyPoints",
         "Coalition Points",

@@ -24,11 +24,13 @@ import pytest
 import rlp
 from eth_account import Account
 from eth_account.messages import _hash_eip191_message, encode_typed_data
+from eth_tester.exceptions import TransactionFailed
 from eth_utils import function_signature_to_4byte_selector, keccak, to_checksum_address
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from web3 import EthereumTesterProvider, Web3
 from web3.contract import Contract
+from web3.exceptions import ContractLogicError
 
 from tests.contracts.typed_data import (
     CONSENT_CHANGE,
@@ -43,6 +45,9 @@ from tests.contracts.typed_data import (
 ABI_DIR = Path(__file__).resolve().parents[2] / "abi"
 ZERO32 = bytes(32)
 FAR_FUTURE = 2**64
+# The test ledger accepts deadlines up to FAR_FUTURE (a cap of its own is tested on its own).
+MAX_LIFETIME = FAR_FUTURE
+RECOVERY_DELAY = 172_800
 BATCH_GAS = 15_000_000
 CONSENT, CONTRACT, LEGAL_OBLIGATION, LEGITIMATE_INTEREST = range(4)
 BY_WALLET, BY_SIGNATURE = 0, 1
@@ -68,6 +73,8 @@ def selector(signature: str) -> bytes:
 EMAIL, SMS, ANALYTICS = pid("marketing.email"), pid("marketing.sms"), pid("analytics")
 ERROR_SIGNATURES = {
     "DeadlineExpired": "DeadlineExpired(uint256)",
+    "DeadlineTooFar": "DeadlineTooFar(uint256,uint256)",
+    "NoticeVersionMismatch": "NoticeVersionMismatch(bytes32,uint64,uint64)",
     "UnknownCustomer": "UnknownCustomer(bytes32)",
     "CustomerIsErased": "CustomerIsErased(bytes32)",
     "CustomerWithoutWallet": "CustomerWithoutWallet(bytes32)",
@@ -94,11 +101,13 @@ class Change:
     expires_at: int = 0
     nonce: int = 0
     deadline: int = FAR_FUTURE
+    purpose_version: int = 1  # the notice version the customer was shown
 
     def as_tuple(self) -> tuple[Any, ...]:
         return (
             self.customer_id,
             self.purpose_id,
+            self.purpose_version,
             self.org_id,
             self.granted,
             self.expires_at,
@@ -110,6 +119,7 @@ class Change:
         return {
             "customerId": Web3.to_hex(self.customer_id),
             "purposeId": Web3.to_hex(self.purpose_id),
+            "purposeVersion": self.purpose_version,
             "orgId": self.org_id,
             "granted": self.granted,
             "expiresAt": self.expires_at,
@@ -214,9 +224,11 @@ class World:
         return int(self.fns.nonces(customer).call())
 
     def change(self, customer: str, purpose: bytes = EMAIL, org: int = 1, **fields: Any) -> Change:
-        """A change for `customer` at its current nonce (unless given)."""
+        """A change for `customer` at its current nonce and the purpose's current notice version
+        (unless given)."""
         fields.setdefault("granted", True)
         fields.setdefault("nonce", self.nonce(cid(customer)))
+        fields.setdefault("purpose_version", self.pfns.purposeStatus(purpose).call()[0])
         return Change(cid(customer), purpose, org, **fields)
 
     # -- the two paths -------------------------------------------------------------------------
@@ -299,10 +311,16 @@ def base_world(module_chain, add_organization, artifacts) -> World:
     chain.transact(cfns.grantRole(roles["DATA_STEWARD"], accounts[2]), accounts[1])
     chain.transact(cfns.grantRole(roles["RELAYER"], accounts[4]), accounts[1])
     assert add_organization(chain, consortium, admins, "partner", accounts[3]) == 2
-    registry, _ = chain.deploy_artifact(artifacts["CustomerRegistry"], consortium.address)
+    registry, _ = chain.deploy_artifact(
+        artifacts["CustomerRegistry"], consortium.address, RECOVERY_DELAY
+    )
     purposes, _ = chain.deploy_artifact(artifacts["PurposeRegistry"], consortium.address)
     ledger, ledger_receipt = chain.deploy_artifact(
-        artifacts["ConsentLedger"], consortium.address, registry.address, purposes.address
+        artifacts["ConsentLedger"],
+        consortium.address,
+        registry.address,
+        purposes.address,
+        MAX_LIFETIME,
     )
     world = World(
         chain=chain,
@@ -489,9 +507,10 @@ def test_ledger_deployment_binds_its_dependencies_and_the_eip712_domain(world, a
     assert fns.purposeRegistry().call() == world.purposes.address
     assert bytes(fns.RELAYER().call()) == world.roles["RELAYER"]
     assert bytes(fns.CONSENT_CHANGE_TYPEHASH().call()) == keccak(
-        text="ConsentChange(bytes32 customerId,bytes32 purposeId,uint64 orgId,bool granted,"
-        "uint64 expiresAt,uint256 nonce,uint256 deadline)"
+        text="ConsentChange(bytes32 customerId,bytes32 purposeId,uint64 purposeVersion,"
+        "uint64 orgId,bool granted,uint64 expiresAt,uint256 nonce,uint256 deadline)"
     )
+    assert fns.maxSignatureLifetime().call() == MAX_LIFETIME
     fields, name, version, chain_id, verifying, salt, extensions = fns.eip712Domain().call()
     assert (fields, name, version) == (b"\x0f", "ConsentLedger", "1")
     assert (chain_id, verifying, salt, extensions) == (
@@ -509,7 +528,9 @@ def test_ledger_deployment_binds_its_dependencies_and_the_eip712_domain(world, a
         args = list(good)
         args[position] = world.outsider
         with world.reverts(error, world.outsider):
-            world.chain.deploy_artifact(artifacts["ConsentLedger"], *args)
+            world.chain.deploy_artifact(artifacts["ConsentLedger"], *args, MAX_LIFETIME)
+    with world.reverts("InvalidSignatureLifetime"):
+        world.chain.deploy_artifact(artifacts["ConsentLedger"], *good, 0)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -946,6 +967,72 @@ def test_a_new_notice_version_voids_consent_until_it_is_granted_again(world):
     assert fns.hasConsent(cid("alice"), EMAIL, 1).call()
 
 
+def test_a_grant_is_applied_only_to_the_notice_version_it_names(world):
+    """A relayer holding a grant signed for notice v1 cannot apply it once v2 is out: the
+    customer never saw v2. Nor can a grant name a version still to come."""
+    fns = world.fns
+    alice = world.wallets["alice"]
+    held_back = world.change("alice")  # signed while EMAIL is at version 1
+    signature = world.sign(held_back, alice)
+    world.send(world.pfns.updateNotice(EMAIL, notice("email v2")), world.admin1)
+    with world.reverts("NoticeVersionMismatch", EMAIL, 2, 1):
+        world.relay(held_back, signature=signature)
+    with world.reverts("NoticeVersionMismatch", EMAIL, 2, 1):
+        world.by_wallet(held_back, alice)
+    with world.reverts("NoticeVersionMismatch", EMAIL, 2, 3):
+        world.relay(world.change("alice", purpose_version=3), alice)
+    batch = world.relay_batch([held_back], [signature])
+    assert world.events("ConsentChangeRejected", batch)[0]["errorSelector"] == selector(
+        ERROR_SIGNATURES["NoticeVersionMismatch"]
+    )
+    assert fns.nonces(cid("alice")).call() == 0
+    receipt = world.relay(world.change("alice", purpose_version=2), alice)
+    assert world.events("ConsentChanged", receipt)[0]["purposeVersion"] == 2
+    assert fns.hasConsent(cid("alice"), EMAIL, 1).call()
+
+
+def test_a_revocation_goes_through_at_any_notice_version_even_when_retired(world):
+    fns = world.fns
+    alice = world.wallets["alice"]
+    world.relay(world.change("alice", SMS), alice)
+    world.send(world.pfns.updateNotice(SMS, notice("sms v2")), world.admin1)
+    world.send(world.pfns.retirePurpose(SMS), world.admin1)
+    for version in (0, 1, 7):
+        revoke = world.change("alice", SMS, granted=False, purpose_version=version)
+        receipt = world.relay(revoke, alice)
+        assert world.events("ConsentChanged", receipt)[0]["purposeVersion"] == 2
+    assert not fns.consent(cid("alice"), SMS, 1).call()[0]
+
+
+def test_a_deadline_too_far_ahead_is_refused(world, artifacts, decode_revert):
+    """On a ledger capped at one hour, a signature may not live longer (so a relayer cannot hold
+    it back for later); the cap counts from the block that applies the change."""
+    alice = world.wallets["alice"]
+    capped, _ = world.chain.deploy_artifact(
+        artifacts["ConsentLedger"],
+        world.consortium.address,
+        world.registry.address,
+        world.purposes.address,
+        3_600,
+    )
+    assert capped.functions.maxSignatureLifetime().call() == 3_600
+    capped_world = replace(world, ledger=capped)
+
+    def refused(attempt: Any, deadline: int) -> None:
+        with pytest.raises((TransactionFailed, ContractLogicError)) as info:
+            attempt()
+        assert decode_revert(info.value, capped.abi) == ("DeadlineTooFar", (deadline, 3_600))
+
+    for granted in (True, False):  # a revocation too: no signature outlives the cap
+        too_far = capped_world.change("alice", granted=granted, deadline=world.now() + 4_200)
+        refused(lambda change=too_far: capped_world.relay(change, alice), too_far.deadline)
+    far = capped_world.change("alice", deadline=FAR_FUTURE)
+    refused(lambda: capped_world.by_wallet(far, alice), FAR_FUTURE)
+    assert capped.functions.nonces(cid("alice")).call() == 0
+    capped_world.relay(capped_world.change("alice", deadline=world.now() + 3_000), alice)
+    assert capped.functions.hasConsent(cid("alice"), EMAIL, 1).call()
+
+
 # ------------------------------------------------------------------------------------------------
 # ERC-1271 contract wallets
 # ------------------------------------------------------------------------------------------------
@@ -1085,7 +1172,15 @@ def test_random_grant_and_revoke_sequences_match_a_model(world, steps):
                 if not granted:
                     expiry = None
                 expires_at = 0 if expiry is None else world.now() + expiry
-                change = Change(cid(customer), purpose, org, granted, expires_at, nonces[customer])
+                change = Change(
+                    cid(customer),
+                    purpose,
+                    org,
+                    granted,
+                    expires_at,
+                    nonces[customer],
+                    purpose_version=versions[purpose],
+                )
                 key = world.wallets[customer]
                 if via != "batch":
                     flush()

@@ -10,9 +10,6 @@ sign EIP-712 typed data, exactly as `eth_signTypedData_v4` would.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 import pytest
 import rlp
 from eth_account import Account
@@ -20,162 +17,30 @@ from eth_account.messages import encode_typed_data
 from eth_utils import keccak, to_checksum_address
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from web3.contract import Contract
 
-from tests.contracts.typed_data import (
-    ZERO_ADDRESS,
-    cid,
-    labelled_key,
-    link_wallet_typed_data,
-    sign,
+from tests.contracts.registry_world import (
+    ACTIVE,
+    ALREADY_HELD,
+    BATCH_GAS,
+    ERASED,
+    FAR_FUTURE,
+    INVALID,
+    NONE,
+    RECOVERY_DELAY,
+    SKIPPED_ERASED,
+    ZERO32,
+    World,
+    build_world,
+    commit,
+    wallet_key,
 )
-
-ZERO32 = bytes(32)
-NONE, ACTIVE, ERASED = range(3)
-ALREADY_HELD, SKIPPED_ERASED, INVALID = range(3)
-FAR_FUTURE = 2**64
-BATCH_GAS = 15_000_000
-
-
-def commit(label: str | int, version: int = 1) -> bytes:
-    """A commitment to a record version (any non-zero 32 bytes)."""
-    return keccak(text=f"commitment:{label}:{version}")
-
-
-def wallet_key(label: str) -> Any:
-    return labelled_key("wallet key", label)
-
-
-@dataclass
-class World:
-    chain: Any
-    consortium: Contract
-    registry: Contract
-    deploy_receipt: Any
-    accounts: list[str]
-    roles: dict[str, bytes]
-    admins: dict[int, str]
-    add_organization: Any
-
-    @property
-    def admin1(self) -> str:
-        return self.accounts[1]
-
-    @property
-    def steward1(self) -> str:
-        return self.accounts[2]
-
-    @property
-    def admin2(self) -> str:
-        return self.accounts[3]
-
-    @property
-    def steward2(self) -> str:
-        return self.accounts[4]
-
-    @property
-    def outsider(self) -> str:
-        return self.accounts[5]
-
-    @property
-    def agent1(self) -> str:
-        return self.accounts[6]
-
-    def add_org(self, name: str, admin: str) -> int:
-        return int(self.add_organization(self.chain, self.consortium, self.admins, name, admin))
-
-    @property
-    def fns(self) -> Any:
-        return self.registry.functions
-
-    @property
-    def abi(self) -> list[dict[str, Any]]:
-        return list(self.registry.abi)
-
-    def reverts(self, name: str, *args: Any) -> Any:
-        return self.chain.reverts(name, *args, abi=self.abi)
-
-    def send(self, call: Any, sender: str, gas: int = 2_000_000) -> Any:
-        return self.chain.transact(call, sender, gas=gas)
-
-    def events(self, name: str, receipt: Any) -> list[dict[str, Any]]:
-        return self.chain.events(self.registry, name, receipt)
-
-    def event_names(self, receipt: Any) -> list[str]:
-        return self.chain.event_names(self.registry, receipt)
-
-    def register(self, label: str | int, sender: str | None = None) -> Any:
-        return self.send(self.fns.register(cid(label), commit(label)), sender or self.steward1)
-
-    def timestamp(self, receipt: Any) -> int:
-        return int(self.chain.w3.eth.get_block(receipt["blockNumber"])["timestamp"])
-
-    def typed_data(
-        self,
-        customer_id: bytes,
-        wallet: str,
-        nonce: int,
-        deadline: int,
-        verifying_contract: str | None = None,
-    ) -> dict[str, Any]:
-        """The `eth_signTypedData_v4` JSON a wallet is asked to sign."""
-        return link_wallet_typed_data(
-            self.chain.w3.eth.chain_id,
-            verifying_contract or self.registry.address,
-            customer_id,
-            wallet,
-            nonce,
-            deadline,
-        )
-
-    def sign_link(
-        self,
-        customer_id: bytes,
-        key: Any,
-        *,
-        wallet: str | None = None,
-        nonce: int | None = None,
-        deadline: int = FAR_FUTURE,
-        verifying_contract: str | None = None,
-    ) -> bytes:
-        """`key` signs LinkWallet for `wallet` (its own address by default) at the current nonce."""
-        if nonce is None:
-            nonce = self.fns.walletNonce(customer_id).call()
-        data = self.typed_data(
-            customer_id, wallet or key.address, nonce, deadline, verifying_contract
-        )
-        return sign(key, data)
-
-    def link(self, customer_id: bytes, key: Any, sender: str | None = None) -> Any:
-        signature = self.sign_link(customer_id, key)
-        call = self.fns.linkWallet(customer_id, key.address, FAR_FUTURE, signature)
-        return self.send(call, sender or self.steward1)
+from tests.contracts.typed_data import ZERO_ADDRESS, cid
 
 
 @pytest.fixture(scope="module")
 def base_world(module_chain, add_organization, customer_registry_artifact) -> World:
     """The world, built once per chain; `world` undoes each test's changes to it."""
-    chain = module_chain
-    accounts = chain.accounts
-    consortium, _ = chain.deploy()
-    fns = consortium.functions
-    roles = {name: bytes(fns[name]().call()) for name in ["ORG_ADMIN", "DATA_STEWARD", "AGENT"]}
-    admins = {1: accounts[1]}
-    chain.transact(fns.grantRole(roles["DATA_STEWARD"], accounts[2]), accounts[1])
-    assert add_organization(chain, consortium, admins, "partner", accounts[3]) == 2
-    chain.transact(fns.grantRole(roles["DATA_STEWARD"], accounts[4]), accounts[3])
-    chain.transact(fns.grantRole(roles["AGENT"], accounts[6]), accounts[1])
-    registry, receipt = chain.deploy_artifact(customer_registry_artifact, consortium.address)
-    return World(
-        chain=chain,
-        consortium=consortium,
-        registry=registry,
-        deploy_receipt=receipt,
-        accounts=accounts,
-        roles=roles,
-        admins=admins,
-        add_organization=add_organization,
-    )
+    return build_world(module_chain, add_organization, customer_registry_artifact)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -190,6 +55,7 @@ def test_deployment_binds_the_consortium_and_the_eip712_domain(world):
     assert fns.consortium().call() == world.consortium.address
     assert bytes(fns.DATA_STEWARD().call()) == keccak(text="DATA_STEWARD")
     assert bytes(fns.DATA_STEWARD().call()) == world.roles["DATA_STEWARD"]
+    assert fns.walletRecoveryDelay().call() == RECOVERY_DELAY
     assert bytes(fns.LINK_WALLET_TYPEHASH().call()) == keccak(
         text="LinkWallet(bytes32 customerId,address wallet,uint256 nonce,uint256 deadline)"
     )
@@ -203,7 +69,9 @@ def test_deployment_binds_the_consortium_and_the_eip712_domain(world):
 
 def test_constructor_refuses_an_address_without_code(world, customer_registry_artifact):
     with world.reverts("InvalidConsortium", world.outsider):
-        world.chain.deploy_artifact(customer_registry_artifact, world.outsider)
+        world.chain.deploy_artifact(customer_registry_artifact, world.outsider, RECOVERY_DELAY)
+    with world.reverts("InvalidRecoveryDelay"):
+        world.chain.deploy_artifact(customer_registry_artifact, world.consortium.address, 0)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -221,8 +89,8 @@ def test_register_creates_the_identity_with_the_caller_org_as_first_holder(world
         {"customerId": cid("alice"), "orgId": 1, "commitment": commit("alice")}
     ]
     assert fns.customer(cid("alice")).call() == [ACTIVE, at, ZERO_ADDRESS, 1]
-    assert fns.holding(cid("alice"), 1).call() == (commit("alice"), 1, at)
-    assert fns.holding(cid("alice"), 2).call() == (ZERO32, 0, 0)
+    assert fns.holding(cid("alice"), 1).call() == (commit("alice"), 1, at, True)  # custodian
+    assert fns.holding(cid("alice"), 2).call() == (ZERO32, 0, 0, False)
     assert fns.holdersOf(cid("alice")).call() == [1]
     assert fns.isHolder(cid("alice"), 1).call()
     assert not fns.isHolder(cid("alice"), 2).call()
@@ -246,11 +114,17 @@ def test_a_second_org_joins_as_a_holder_with_its_own_commitment(world):
     ]
     assert fns.customer(cid("alice")).call() == [ACTIVE, world.timestamp(first), ZERO_ADDRESS, 2]
     assert fns.holdersOf(cid("alice")).call() == [1, 2]
-    assert fns.holding(cid("alice"), 1).call() == (commit("alice"), 1, world.timestamp(first))
-    assert fns.holding(cid("alice"), 2).call() == (
+    assert fns.holding(cid("alice"), 1).call() == (
+        commit("alice"),
+        1,
+        world.timestamp(first),
+        True,
+    )
+    assert fns.holding(cid("alice"), 2).call() == (  # joined later: not the custodian
         commit("alice at partner"),
         1,
         world.timestamp(receipt),
+        False,
     )
 
 
@@ -274,6 +148,7 @@ def test_only_data_stewards_write(world, who):
         fns.registerBatch([cid("bob")], [commit("bob")]),
         fns.updateCommitment(cid("alice"), commit("alice", 2), 1),
         fns.linkWallet(cid("alice"), wallet_key("w").address, FAR_FUTURE, signature),
+        fns.startWalletRecovery(cid("alice"), wallet_key("w").address, FAR_FUTURE, signature),
         fns.erase(cid("alice")),
     ]
     for call in calls:
@@ -455,9 +330,20 @@ def test_update_commitment_moves_the_holder_to_the_next_version(world):
     assert world.events("CommitmentUpdated", receipt) == [
         {"customerId": cid("alice"), "orgId": 1, "version": 2, "commitment": commit("alice", 2)}
     ]
-    assert fns.holding(cid("alice"), 1).call() == (commit("alice", 2), 2, world.timestamp(receipt))
+    # An update keeps the custodian flag.
+    assert fns.holding(cid("alice"), 1).call() == (
+        commit("alice", 2),
+        2,
+        world.timestamp(receipt),
+        True,
+    )
     # The other holder's copy is its own business.
-    assert fns.holding(cid("alice"), 2).call() == (commit("alice"), 1, world.timestamp(joined))
+    assert fns.holding(cid("alice"), 2).call() == (
+        commit("alice"),
+        1,
+        world.timestamp(joined),
+        False,
+    )
 
     receipt = world.send(fns.updateCommitment(cid("alice"), commit("alice", 3), 2), world.steward1)
     assert world.events("CommitmentUpdated", receipt)[0]["version"] == 3
@@ -520,7 +406,7 @@ def test_rotating_the_wallet_replaces_the_old_one(world):
     old, new = wallet_key("old"), wallet_key("new")
     world.link(cid("alice"), old)
 
-    receipt = world.link(cid("alice"), new, world.steward2)  # any holder's steward may submit
+    receipt = world.rotate(cid("alice"), old, new)  # both wallets sign; anyone may submit
     assert world.events("WalletLinked", receipt) == [
         {"customerId": cid("alice"), "oldWallet": old.address, "newWallet": new.address, "nonce": 1}
     ]
@@ -546,7 +432,7 @@ def test_is_active_wallet_follows_links_rotations_and_erasure(world):
     assert fns.isActiveWallet(old.address).call() is False
     world.link(cid("alice"), old)
     assert fns.isActiveWallet(old.address).call() is True
-    world.link(cid("alice"), new)
+    world.rotate(cid("alice"), old, new)
     assert (fns.isActiveWallet(old.address).call(), fns.isActiveWallet(new.address).call()) == (
         False,
         True,
@@ -600,8 +486,10 @@ def test_link_wallet_refusals(world):
 
     signature = world.sign_link(cid("alice"), key)
     attempt(signature)
-    with world.reverts("InvalidWalletSignature", cid("alice"), key.address):  # replayed
+    with world.reverts("WalletAlreadyLinked", cid("alice"), key.address):  # replayed
         attempt(signature)
+    with world.reverts("WalletAlreadyLinked", cid("alice"), key.address):  # a takeover
+        attempt(world.sign_link(cid("alice"), other), wallet=other.address)
     with world.reverts("WalletInUse", key.address, cid("alice")):
         attempt(world.sign_link(cid("bob"), key), customer=cid("bob"))
     assert fns.customer(cid("bob")).call()[2] == ZERO_ADDRESS
@@ -667,7 +555,7 @@ def test_erasure_by_one_of_two_holders_keeps_the_identity(world):
         1,
     ]
     assert fns.holdersOf(cid("alice")).call() == [2]
-    assert fns.holding(cid("alice"), 1).call() == (ZERO32, 0, 0)
+    assert fns.holding(cid("alice"), 1).call() == (ZERO32, 0, 0, False)
     assert fns.holding(cid("alice"), 2).call()[:2] == (commit("alice"), 1)
     with world.reverts("NotHolder", cid("alice"), 1):
         world.send(fns.erase(cid("alice")), world.steward1)
@@ -701,7 +589,7 @@ def test_erasure_by_the_last_holder_retires_the_id_for_good(world):
         0,
     ]
     assert fns.holdersOf(cid("alice")).call() == []
-    assert fns.holding(cid("alice"), 1).call() == (ZERO32, 0, 0)
+    assert fns.holding(cid("alice"), 1).call() == (ZERO32, 0, 0, False)
     assert fns.customerOfWallet(key.address).call() == ZERO32
     assert fns.exists(cid("alice")).call()
 
@@ -777,7 +665,7 @@ def test_gas_stays_within_budget(world):
     join = world.register("alice", world.steward2)["gasUsed"]
     update = world.send(fns.updateCommitment(cid("alice"), commit("alice", 2), 1), world.steward1)
     link = world.link(cid("alice"), wallet_key("a"))["gasUsed"]
-    rotate = world.link(cid("alice"), wallet_key("b"))["gasUsed"]
+    rotate = world.rotate(cid("alice"), wallet_key("a"), wallet_key("b"))["gasUsed"]
     ids = [cid(f"batch {i}") for i in range(100)]
     batch = world.send(
         fns.registerBatch(ids, [commit(i) for i in range(100)]), world.steward1, gas=BATCH_GAS
@@ -795,5 +683,6 @@ def test_gas_stays_within_budget(world):
     assert join < 120_000
     assert update["gasUsed"] < 55_000
     assert link < 110_000
+    assert rotate < 110_000
     assert batch / 100 < 100_000
     assert rerun / 100 < 10_000

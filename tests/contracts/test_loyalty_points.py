@@ -24,7 +24,7 @@ from eth_account.messages import encode_typed_data
 from eth_utils import keccak
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from web3 import EthereumTesterProvider
+from web3 import EthereumTesterProvider, Web3
 from web3.contract import Contract
 
 from tests.contracts.gas_compare import (
@@ -35,7 +35,15 @@ from tests.contracts.gas_compare import (
     permit_typed_data,
     table,
 )
-from tests.contracts.typed_data import ZERO_ADDRESS, labelled_id, labelled_key, sign_link
+from tests.contracts.typed_data import (
+    ROTATE_WALLET,
+    ZERO_ADDRESS,
+    labelled_id,
+    labelled_key,
+    registry_typed_data,
+    sign,
+    sign_link,
+)
 
 MAX_UINT256 = 2**256 - 1
 REGISTERED_ONLY, FREE, NON_TRANSFERABLE = range(3)
@@ -169,6 +177,27 @@ class World:
             registry.linkWallet(customer_id, key.address, FAR_FUTURE, signature), self.steward
         )
 
+    def rotate(self, label: str, key: Any) -> None:
+        """Rotate customer `label`'s wallet to `key`: its current wallet and `key` both sign."""
+        customer_id = cid(label)
+        registry = self.registry.functions
+        chain_id = self.chain.w3.eth.chain_id
+        nonce = registry.walletNonce(customer_id).call()
+        current = self.keys[label]
+        message = {
+            "customerId": Web3.to_hex(customer_id),
+            "currentWallet": current.address,
+            "newWallet": key.address,
+            "nonce": nonce,
+            "deadline": FAR_FUTURE,
+        }
+        handover = sign(
+            current, registry_typed_data(ROTATE_WALLET, chain_id, self.registry.address, message)
+        )
+        accept = sign_link(key, chain_id, self.registry.address, customer_id, nonce, FAR_FUTURE)
+        call = registry.rotateWallet(customer_id, key.address, FAR_FUTURE, handover, accept)
+        self.send(call, self.outsider)
+
     def wallet(self, label: str) -> str:
         return str(self.keys[label].address)
 
@@ -226,7 +255,7 @@ def base_world(module_chain, add_organization, customer_registry_artifact, decod
     for org_admin, merchant in ((1, 2), (3, 4), (5, 6)):
         chain.transact(fns.grantRole(roles["MERCHANT"], accounts[merchant]), accounts[org_admin])
     chain.transact(fns.grantRole(roles["DATA_STEWARD"], accounts[7]), accounts[1])
-    registry, _ = chain.deploy_artifact(customer_registry_artifact, consortium.address)
+    registry, _ = chain.deploy_artifact(customer_registry_artifact, consortium.address, 172_800)
     loyalty = artifact("LoyaltyPoints")
     tokens = {
         policy: chain.deploy_artifact(
@@ -411,7 +440,7 @@ def test_earn_only_to_the_wallet_of_an_active_customer(world):
     # A rotated-away wallet no longer counts; the new one does.
     new = key_of("c rotated")
     old = world.wallet("c")
-    world.link("c", new)
+    world.rotate("c", new)
     with world.reverts("WalletNotRegistered", old):
         world.earn(old, 10)
     world.earn(new.address, 10)
@@ -657,7 +686,7 @@ def test_registered_only_moves_points_only_to_wallets_of_active_customers(world)
     # c rotates to a new wallet: the old one receives nothing more, but can still move what it
     # holds to a registered wallet (the receiver is what the policy checks).
     new = key_of("c rotated")
-    world.link("c", new)
+    world.rotate("c", new)
     with world.reverts("TransferNotAllowed", REGISTERED_ONLY, b.address, c.address):
         world.send_as(b, fns.transfer(c.address, 1))
     world.send_as(c, fns.transfer(new.address, 10))

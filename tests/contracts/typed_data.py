@@ -25,9 +25,17 @@ ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 # Each struct as the contract spells it in its `..._TYPEHASH` (EIP-712 `encodeType`).
 EIP712_DOMAIN = "EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
 LINK_WALLET = "LinkWallet(bytes32 customerId,address wallet,uint256 nonce,uint256 deadline)"
+ROTATE_WALLET = (
+    "RotateWallet(bytes32 customerId,address currentWallet,address newWallet,uint256 nonce,"
+    "uint256 deadline)"
+)
+CANCEL_WALLET_RECOVERY = (
+    "CancelWalletRecovery(bytes32 customerId,address currentWallet,address recoveryWallet,"
+    "uint256 nonce,uint256 deadline)"
+)
 CONSENT_CHANGE = (
-    "ConsentChange(bytes32 customerId,bytes32 purposeId,uint64 orgId,bool granted,"
-    "uint64 expiresAt,uint256 nonce,uint256 deadline)"
+    "ConsentChange(bytes32 customerId,bytes32 purposeId,uint64 purposeVersion,uint64 orgId,"
+    "bool granted,uint64 expiresAt,uint256 nonce,uint256 deadline)"
 )
 PERMIT = "Permit(address owner,address spender,uint256 value,uint256 nonce,uint256 deadline)"
 
@@ -94,6 +102,13 @@ def link_wallet_typed_data(
         "deadline": deadline,
     }
     return typed_data(LINK_WALLET, message, domain("CustomerRegistry", chain_id, registry))
+
+
+def registry_typed_data(
+    encode_type: str, chain_id: int, registry: str, message: Mapping[str, Any]
+) -> dict[str, Any]:
+    """A CustomerRegistry struct (`ROTATE_WALLET`, `CANCEL_WALLET_RECOVERY`, ...) to sign."""
+    return typed_data(encode_type, message, domain("CustomerRegistry", chain_id, registry))
 
 
 def sign(key: Any, typed: Mapping[str, Any]) -> bytes:

@@ -85,6 +85,7 @@ class World:
         return {
             "customer_id": message["customerId"],
             "purpose_id": message["purposeId"],
+            "purpose_version": message["purposeVersion"],
             "org_id": message["orgId"],
             "granted": message["granted"],
             "expires_at": message["expiresAt"],
@@ -247,6 +248,7 @@ def test_the_customers_own_transaction_is_checked_and_broadcast(world: World) ->
     change = (
         message["customerId"],
         message["purposeId"],
+        message["purposeVersion"],
         message["orgId"],
         True,
         0,

@@ -280,8 +280,10 @@ def test_wallet_link_with_the_wallets_own_signature(
 
     impostor = Account.create()
     forged = Account.sign_typed_data(impostor.key, full_message=typed).signature.to_0x_hex()
-    refused = client.post(
-        f"/v1/customers/{customer_id}/wallet", json={**body, "signature": forged}, headers=steward
+    refused = client.post(  # the contract decides (simulated before anything is sent)
+        f"/v1/customers/{customer_id}/wallet?wait=true",
+        json={**body, "signature": forged},
+        headers=steward,
     )
     assert refused.status_code == 422
     assert refused.json()["error"]["name"] == "InvalidWalletSignature"
@@ -298,7 +300,8 @@ def test_wallet_link_with_the_wallets_own_signature(
     replay = client.post(
         f"/v1/customers/{customer_id}/wallet?wait=true", json=body, headers=steward
     )
-    assert replay.status_code == 422  # the nonce moved on: the same signature is no longer valid
+    assert replay.status_code == 422  # a linked wallet is never re-linked (refused up front)
+    assert replay.json()["error"]["name"] == "WalletAlreadyLinked"
 
 
 @pytest.mark.parametrize(

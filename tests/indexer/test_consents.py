@@ -72,8 +72,12 @@ def set_consent(
     expires_at: int = 0,
 ) -> TxReceipt:
     ledger = writer.runtime.contracts["ConsentLedger"]
+    purposes = writer.runtime.contracts["PurposeRegistry"]
     nonce = ledger.functions.nonces(customer_id).call()
-    change = (customer_id, purpose_id, 1, granted, expires_at, nonce, FAR_DEADLINE)
+    version = purposes.functions.purposeStatus(purpose_id).call()[0]
+    # Within the ledger's maxSignatureLifetime (SIGNATURE_TTL_SECONDS) of the chain's clock.
+    deadline = int(writer.w3.eth.get_block("latest")["timestamp"]) + 600
+    change = (customer_id, purpose_id, version, 1, granted, expires_at, nonce, deadline)
     return writer.send(ledger.functions.setConsent(change), signer=wallet)
 
 

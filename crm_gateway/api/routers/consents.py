@@ -64,6 +64,9 @@ class NoticeIn(StrictModel):
 class SignedChangeIn(StrictModel):
     customer_id: Bytes32Hex
     purpose_id: Bytes32Hex
+    purpose_version: Uint64 = Field(
+        description="The notice version the customer was shown (a grant needs the current one)"
+    )
     org_id: OrgIdField
     granted: bool
     expires_at: Uint64 = 0
@@ -75,6 +78,7 @@ class SignedChangeIn(StrictModel):
         return SignedChange(
             self.customer_id,
             self.purpose_id.lower(),
+            self.purpose_version,
             self.org_id,
             self.granted,
             self.expires_at,

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from crm_gateway.api.deps import Caller, CallerDep
 from crm_gateway.api.errors import problem_responses
 from crm_gateway.api.routers.operations import OperationOut, WriteDep, WriteRequest
-from crm_gateway.api.schemas import Bytes32Hex, EthAddress, StrictModel, TypedDataOut
+from crm_gateway.api.schemas import Bytes32Hex
 from crm_gateway.api.services import CustomersDep
 from crm_gateway.customers.profile import CustomerProfile, ProfilePatch
 from crm_gateway.services.customers import Actor, CustomerWrite
@@ -54,14 +54,6 @@ class VerificationOut(BaseModel):
     version: int
     block: int
     reason: str | None = Field(description="Why the record is not intact (null when it is)")
-
-
-class WalletLink(StrictModel):
-    wallet: EthAddress
-    deadline: int = Field(ge=0, le=2**256 - 1)
-    signature: str = Field(
-        pattern=r"^0x[0-9a-fA-F]{130}$", description="65-byte signature of the typed data, hex"
-    )
 
 
 class CustomerExportOut(BaseModel):
@@ -180,32 +172,3 @@ def export_customer(
 ) -> CustomerExportOut:
     """Everything held about the customer, as portable JSON (GDPR Art. 15 and 20)."""
     return CustomerExportOut.model_validate(customers.export(_actor(caller), customer_id))
-
-
-@router.get("/{customer_id}/wallet/typed-data", response_model=TypedDataOut)
-def wallet_typed_data(
-    customer_id: CustomerId,
-    wallet: Annotated[EthAddress, Query(description="The wallet to link")],
-    caller: CallerDep,
-    customers: CustomersDep,
-) -> TypedDataOut:
-    """The EIP-712 typed data (eth_signTypedData_v4 JSON) the customer's wallet must sign."""
-    return TypedDataOut.model_validate(
-        customers.wallet_typed_data(_actor(caller), customer_id, wallet)
-    )
-
-
-@router.post("/{customer_id}/wallet", response_model=CustomerWriteOut, status_code=202)
-def link_wallet(
-    customer_id: CustomerId, body: WalletLink, request: WriteDep, customers: CustomersDep
-) -> CustomerWriteOut:
-    """Link or rotate the customer's wallet with its signature (submitted by a DATA_STEWARD key)."""
-    written = customers.link_wallet(
-        _actor(request.caller),
-        customer_id,
-        wallet=body.wallet,
-        deadline=body.deadline,
-        signature=body.signature,
-        idempotency_key=request.idempotency_key,
-    )
-    return _answer(written, request)

@@ -103,6 +103,11 @@ class CustomersProjection(PartitionedProjection):
             wallet_nonce=int(event.args["nonce"]) + 1,
         )
 
+    @handles(CUSTOMER_REGISTRY, "WalletRecoveryStarted", "WalletRecoveryCancelled")
+    def wallet_nonce_used(self, session: Session, event: IndexedEvent) -> None:
+        """A recovery's start or cancellation consumes the wallet nonce (the wallet stays)."""
+        self._touch(session, event, wallet_nonce=int(event.args["nonce"]) + 1)
+
     @handles(CUSTOMER_REGISTRY, "WalletUnlinked")
     def wallet_unlinked(self, session: Session, event: IndexedEvent) -> None:
         self._touch(session, event, wallet=None)
