@@ -146,7 +146,7 @@ async function change(item, granted) {
     const signature = await wallet().request({ method: "eth_signTypedData_v4", params: [session.wallet, JSON.stringify(typed)] });
     const m = typed.message;
     const operation = await api("POST", "/v1/me/consents", {
-      customer_id: m.customerId, purpose_id: m.purposeId, org_id: m.orgId, granted: m.granted,
+      customer_id: m.customerId, purpose_id: m.purposeId, purpose_version: m.purposeVersion, org_id: m.orgId, granted: m.granted,
       expires_at: m.expiresAt, nonce: m.nonce, deadline: m.deadline, signature,
     });
     if (operation.status !== "confirmed") throw new Error(`the change is ${operation.status}${operation.error ? `: ${operation.error.name}` : ""}`);
