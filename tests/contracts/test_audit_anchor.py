@@ -95,10 +95,10 @@ def base_world(module_chain, add_organization, anchor_artifact) -> World:
     consortium, _ = chain.deploy()
     fns = consortium.functions
     auditor, steward = (bytes(fns[name]().call()) for name in ("AUDITOR", "DATA_STEWARD"))
-    chain.transact(fns.grantRole(auditor, accounts[2]), accounts[1])
-    chain.transact(fns.grantRole(steward, accounts[4]), accounts[1])
+    chain.grant(fns, auditor, accounts[2], accounts[1])
+    chain.grant(fns, steward, accounts[4], accounts[1])
     assert add_organization(chain, consortium, {1: accounts[1]}, "partner", accounts[3]) == 2
-    chain.transact(fns.grantRole(auditor, accounts[5]), accounts[3])
+    chain.grant(fns, auditor, accounts[5], accounts[3])
     anchor, _ = chain.deploy_artifact(anchor_artifact, consortium.address)
     return World(chain, consortium, anchor, accounts)
 

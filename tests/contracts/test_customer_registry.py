@@ -161,10 +161,10 @@ def base_world(module_chain, add_organization, customer_registry_artifact) -> Wo
     fns = consortium.functions
     roles = {name: bytes(fns[name]().call()) for name in ["ORG_ADMIN", "DATA_STEWARD", "AGENT"]}
     admins = {1: accounts[1]}
-    chain.transact(fns.grantRole(roles["DATA_STEWARD"], accounts[2]), accounts[1])
+    chain.grant(fns, roles["DATA_STEWARD"], accounts[2], accounts[1])
     assert add_organization(chain, consortium, admins, "partner", accounts[3]) == 2
-    chain.transact(fns.grantRole(roles["DATA_STEWARD"], accounts[4]), accounts[3])
-    chain.transact(fns.grantRole(roles["AGENT"], accounts[6]), accounts[1])
+    chain.grant(fns, roles["DATA_STEWARD"], accounts[4], accounts[3])
+    chain.grant(fns, roles["AGENT"], accounts[6], accounts[1])
     registry, receipt = chain.deploy_artifact(customer_registry_artifact, consortium.address)
     return World(
         chain=chain,
@@ -746,7 +746,7 @@ def test_holders_beyond_one_storage_word_are_kept_and_removed_correctly(
     accounts = world.accounts
     for admin in (accounts[5], accounts[7], accounts[8], accounts[9]):
         org_id = world.add_org(f"org-{admin[-4:]}", admin)
-        world.chain.transact(consortium.grantRole(world.roles["DATA_STEWARD"], admin), admin)
+        world.chain.grant(consortium, world.roles["DATA_STEWARD"], admin, admin)
         stewards[org_id] = admin
     for org_id, steward in stewards.items():
         world.send(fns.register(cid("alice"), commit(f"alice@{org_id}")), steward)
