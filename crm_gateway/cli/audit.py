@@ -27,6 +27,7 @@ from crm_gateway.cli.common import console, fail, one_sentence_errors, settings
 from crm_gateway.runtime import Runtime, build_runtime
 from crm_gateway.services.customers import Actor, CustomerService
 from crm_gateway.services.operations import OperationService
+from crm_gateway.services.policy import VERIFY_POLICY
 from crm_gateway.store import audit as log_store
 from crm_gateway.store.models import AuditBatchStatus
 
@@ -191,6 +192,7 @@ def verify_customers(runtime: Runtime) -> int:
         gateway_org_id=cfg.gateway_org_id,
         phone_region=cfg.default_phone_region,
         signature_ttl_seconds=cfg.signature_ttl_seconds,
+        consent=VERIFY_POLICY,
     )
     deployer = cfg.deployer_account or runtime.contracts.record.deployer
     actor = Actor(api_key_id=None, org_id=cfg.gateway_org_id, account=deployer or "")

@@ -167,7 +167,8 @@ def measure(w3: Web3) -> list[Row]:
     deployer, founder_admin, merchant, steward = run.accounts[:4]
     consortium = run.deploy("Consortium", "founder", founder_admin, 5_001, 3_600)
     roles = consortium.functions
-    for role, account in ((roles.MERCHANT().call(), merchant), (roles.DATA_STEWARD().call(), steward)):
+    members = ((roles.MERCHANT().call(), merchant), (roles.DATA_STEWARD().call(), steward))
+    for role, account in members:
         run.send(roles.acceptMembership(1), account)  # the account agrees to join organisation 1
         run.send(roles.grantRole(role, account), founder_admin)
     registry = run.deploy("CustomerRegistry", consortium.address)
