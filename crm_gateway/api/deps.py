@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 
 from fastapi import Depends, Header, Request, Security
 from fastapi.security import APIKeyHeader
@@ -89,9 +89,25 @@ def key_check(request: Request) -> KeyAccountCheck | AnyKeyAccount:
         if runtime is None:
             raise RuntimeError("the app has no runtime and no key_check: cannot check API keys")
         check = state.key_check = KeyAccountCheck(
-            runtime.read_model, runtime.settings.gateway_org_id
+            runtime.read_model, runtime.settings.gateway_org_id, _chain_confirmation(runtime)
         )
     return check
+
+
+def _chain_confirmation(runtime: Any) -> Callable[[int, str, str], bool]:
+    """The Consortium's answer: the account belongs to `org_id` and holds `role` in force."""
+    from crm_gateway.services.access import AccessService, Role
+
+    access = AccessService(runtime.contracts)
+
+    def confirm(org_id: int, account: str, role: str) -> bool:
+        try:
+            wanted = Role(role)
+        except ValueError:
+            return False
+        return access.organization_of(account) == org_id and access.has_role(wanted, account)
+
+    return confirm
 
 
 # auto_error=False: the missing-key problem is ours; the scheme still shows in OpenAPI.

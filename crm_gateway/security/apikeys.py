@@ -16,7 +16,7 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -137,13 +137,25 @@ class KeyAccountCheck:
     """An API key is exactly its account in its organisation: the key's organisation is this
     gateway's, the account belongs to that organisation on-chain (read model), and it holds the
     key's role there, in force. A key whose account left the organisation (revoked, then added
-    to another one) is refused, whatever it holds elsewhere."""
+    to another one) is refused, whatever it holds elsewhere.
+
+    The read model answers first; since it may lag the chain (a role granted a block ago), a
+    refusal is confirmed with `confirm(org_id, account, role)`, the chain's answer, when given."""
 
     membership: MembershipLookup
     gateway_org_id: int
+    confirm: Callable[[int, str, str], bool] | None = None
 
     def refusal(self, org_id: int, account: str, role: str) -> str | None:
         """Why a live key of (`org_id`, `account`, `role`) may not act here, or None."""
+        reason = self._read_model_refusal(org_id, account, role)
+        if reason is None or org_id != self.gateway_org_id:
+            return reason
+        if self.confirm is not None and self.confirm(org_id, account, role):
+            return None
+        return reason
+
+    def _read_model_refusal(self, org_id: int, account: str, role: str) -> str | None:
         if org_id != self.gateway_org_id:
             return (
                 f"the key belongs to organisation {org_id}; this gateway serves organisation "
