@@ -128,6 +128,25 @@ def anchor(runtime: Runtime, signer: str | None) -> list[BatchView]:
     return settled
 
 
+@audit.command("supersede")
+def supersede_command(
+    batch_id: int,
+    as_: str | None = typer.Option(
+        None,
+        "--as",
+        help="Signing account, an ORG_ADMIN of GATEWAY_ORG_ID (default: the deployer).",
+    ),
+) -> None:
+    """Supersede BATCH_ID, the organisation's latest batch on-chain, anchored by someone else
+    (a misbehaving AUDITOR, far ahead of the log); anchoring then goes on from the log's end."""
+    from crm_gateway.cli.admin import _actor, _submit
+
+    with _runtime() as runtime:
+        write = runtime.anchorer.supersede(_actor(runtime, as_), batch_id)
+        _submit(runtime, write)
+    console.print(f"batch {batch_id} superseded")
+
+
 @audit.command("batches")
 def batches_command() -> None:
     """Every anchoring batch: range, root, status, transaction, gas."""
