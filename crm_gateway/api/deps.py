@@ -89,12 +89,12 @@ def key_check(request: Request) -> KeyAccountCheck | AnyKeyAccount:
         if runtime is None:
             raise RuntimeError("the app has no runtime and no key_check: cannot check API keys")
         check = state.key_check = KeyAccountCheck(
-            runtime.read_model, runtime.settings.gateway_org_id, _chain_confirmation(runtime)
+            runtime.read_model, runtime.settings.gateway_org_id, chain_confirmation(runtime)
         )
     return check
 
 
-def _chain_confirmation(runtime: Any) -> Callable[[int, str, str], bool]:
+def chain_confirmation(runtime: Any) -> Callable[[int, str, str], bool]:
     """The Consortium's answer: the account belongs to `org_id` and holds `role` in force."""
     from crm_gateway.services.access import AccessService, Role
 
