@@ -136,6 +136,17 @@ class Consortium:
         wait_until(lambda: self.runtime.read_model.purpose(pid) is not None)
         return pid
 
+    def mine_at(self, timestamp: int) -> None:
+        """Mine a block at `timestamp` (eth-tester steps one second a block, whatever the clock;
+        Anvil follows the clock): both chains then agree with the wall clock again."""
+        w3 = self.w3
+        if self.runtime.chain.kind is ChainKind.EMBEDDED:
+            with w3.provider._lock:  # type: ignore[attr-defined]
+                w3.provider.ethereum_tester.time_travel(timestamp)  # type: ignore[attr-defined]
+        else:
+            w3.provider.make_request("evm_setNextBlockTimestamp", [timestamp])  # type: ignore[arg-type]
+            self.fund(Account.create().address)
+
     def caught_up(self) -> None:
         """Wait until the read model has indexed the chain's latest block."""
         head = int(self.w3.eth.block_number)
