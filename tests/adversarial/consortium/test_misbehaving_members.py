@@ -72,8 +72,9 @@ def test_a_retired_purpose_reads_nothing(consortium: Consortium) -> None:
 
 def test_a_revoked_key_does_not_come_back_through_org2(consortium: Consortium) -> None:
     """Org 1 revokes X's DATA_STEWARD; org 2's admin grants X a role: the contract refuses
-    (`MembershipNotAccepted`: X never agreed). Even when X joins org 2 with its own signature,
-    X's old org-1 key is not in force at org 1's gateway (403 `api-key-not-in-force`)."""
+    (`MembershipNotAccepted`: X never agreed). Even when X joins org 2 with its own signature
+    and holds DATA_STEWARD there, X's old org-1 key is not in force at org 1's gateway (403
+    `api-key-not-in-force`)."""
     c = consortium
     x, x_key = c.role_key("DATA_STEWARD")
     customer = c.customer(x_key, "kept@example.com")
@@ -92,13 +93,15 @@ def test_a_revoked_key_does_not_come_back_through_org2(consortium: Consortium) -
     forged = c.fn("Consortium").grantRoleBySig(agent, x, 2**40, b"\x01" * 65)
     assert c.refusal(c.org2_admin.address, forged).name == "InvalidMembershipSignature"
 
-    # X itself agrees to join org 2 (its key signs); org 2 grants it AGENT.
+    # X itself agrees to join org 2 (its key signs); org 2 grants it the very role its org-1
+    # key names, so only "the account is in the key's organisation" stands in the way.
+    steward = Role.DATA_STEWARD.role_id
     deadline = int(time.time()) + 600
-    typed = AccessService(c.contracts).join_typed_data(x, c.org2, Role.AGENT, deadline)
+    typed = AccessService(c.contracts).join_typed_data(x, c.org2, Role.DATA_STEWARD, deadline)
     signature = Account.sign_typed_data(c.runtime.keystore.unlock(x).key, full_message=typed)
     c.send_as(
         c.org2_admin,
-        c.fn("Consortium").grantRoleBySig(agent, x, deadline, bytes(signature.signature)),
+        c.fn("Consortium").grantRoleBySig(steward, x, deadline, bytes(signature.signature)),
     )
     wait_until(lambda: c.runtime.read_model.organization_of(x) == c.org2)
     time.sleep(2.1)  # past the API key cache's lifetime (API_KEY_CACHE_SECONDS)
