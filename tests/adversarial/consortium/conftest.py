@@ -144,8 +144,7 @@ class Consortium:
             with w3.provider._lock:  # type: ignore[attr-defined]
                 w3.provider.ethereum_tester.time_travel(timestamp)  # type: ignore[attr-defined]
         else:
-            w3.provider.make_request("evm_setNextBlockTimestamp", [timestamp])  # type: ignore[arg-type]
-            self.fund(Account.create().address)
+            w3.provider.make_request("evm_mine", [timestamp])  # type: ignore[arg-type]
 
     def caught_up(self) -> None:
         """Wait until the read model has indexed the chain's latest block."""
