@@ -4,6 +4,8 @@ pragma solidity ^0.8.24;
 import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 import {IAccessControl} from "@openzeppelin/contracts/access/IAccessControl.sol";
 import {AccessControlEnumerable} from "@openzeppelin/contracts/access/extensions/AccessControlEnumerable.sol";
+import {SignatureChecker} from "@openzeppelin/contracts/utils/cryptography/SignatureChecker.sol";
+import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {EnumerableSet} from "@openzeppelin/contracts/utils/structs/EnumerableSet.sol";
 
 /**
@@ -16,9 +18,15 @@ import {EnumerableSet} from "@openzeppelin/contracts/utils/structs/EnumerableSet
  * - An account joins an organisation when an ORG_ADMIN of that organisation grants it its first
  *   delegable role ({MemberAdded}), and leaves it when its last delegable role is revoked or
  *   renounced ({MemberRemoved}). An account belongs to at most one organisation at a time.
+ * - An account joins only with its own consent: its own transaction ({acceptMembership}, then
+ *   {grantRole} by an ORG_ADMIN of that organisation), or its EIP-712 signature of a
+ *   {JOIN_ORGANIZATION_TYPEHASH} struct naming the organisation and the role, which an ORG_ADMIN
+ *   of that organisation submits ({grantRoleBySig}). So no organisation can pull in an account of
+ *   another (a revoked one, or the pending admin of an AddOrganization proposal) without its say.
+ *   The first admin of a new organisation is the one the consortium approved (ConsortiumApprovals).
  * - An ORG_ADMIN may grant and revoke delegable roles only for accounts of its own organisation
- *   (or accounts of no organisation, which then join it), and only while that organisation is
- *   active. CONSORTIUM_ADMIN and DEFAULT_ADMIN_ROLE are never delegable.
+ *   (or accounts of no organisation that consent to join it, as above), and only while that
+ *   organisation is active. CONSORTIUM_ADMIN and DEFAULT_ADMIN_ROLE are never delegable.
  * - An organisation always keeps at least one ORG_ADMIN.
  * - A role held by a member of a suspended organisation does not pass {_checkRole} (and thus
  *   `onlyRole`), and {hasActiveRole} is false for it; the grant itself is kept, so reactivating the
@@ -28,7 +36,7 @@ import {EnumerableSet} from "@openzeppelin/contracts/utils/structs/EnumerableSet
  * {_setOrganizationActive}; the derived contract decides who may call them (see
  * ConsortiumApprovals). At least one organisation stays active at all times.
  */
-abstract contract OrganizationRoles is AccessControlEnumerable {
+abstract contract OrganizationRoles is AccessControlEnumerable, EIP712 {
     using EnumerableSet for EnumerableSet.AddressSet;
 
     /// @notice An organisation of the consortium.
@@ -61,8 +69,19 @@ abstract contract OrganizationRoles is AccessControlEnumerable {
     /// @notice Submits transactions on behalf of others (gateway, meta-transactions).
     bytes32 public constant RELAYER = keccak256("RELAYER");
 
+    /// @notice EIP-712 type hash of the struct an account signs to join an organisation with a role.
+    bytes32 public constant JOIN_ORGANIZATION_TYPEHASH =
+        keccak256("JoinOrganization(address account,uint64 orgId,bytes32 role,uint256 nonce,uint256 deadline)");
+
     /// @notice The organisation of each account (0 = none).
     mapping(address account => uint64 orgId) public organizationOf;
+
+    /// @notice The organisation each account agreed, by its own transaction, to be added to
+    /// (0 = none); used up when it joins.
+    mapping(address account => uint64 orgId) public membershipAcceptance;
+
+    /// @notice The nonce the next {grantRoleBySig} signature of each account must carry.
+    mapping(address account => uint256) public membershipNonces;
 
     mapping(uint64 orgId => Organization) private _organizations;
     mapping(bytes32 nameHash => uint64 orgId) private _organizationIdByNameHash;
@@ -95,6 +114,11 @@ abstract contract OrganizationRoles is AccessControlEnumerable {
     /// @param orgId The organisation.
     /// @param account The former member.
     event MemberRemoved(uint64 indexed orgId, address indexed account);
+
+    /// @notice An account agreed (or withdrew its agreement, `orgId` 0) to join an organisation.
+    /// @param account The account.
+    /// @param orgId The organisation it agrees to join, or 0.
+    event MembershipAccepted(address indexed account, uint64 indexed orgId);
 
     /// @notice No organisation has this id.
     /// @param orgId The id asked for.
@@ -143,21 +167,84 @@ abstract contract OrganizationRoles is AccessControlEnumerable {
     /// @param account The account.
     error NotOrganizationMember(address account);
 
+    /// @notice The account belongs to no organisation and has not agreed to join this one (see
+    /// {acceptMembership} and {grantRoleBySig}).
+    /// @param account The account.
+    /// @param orgId The organisation it would join.
+    error MembershipNotAccepted(address account, uint64 orgId);
+
+    /// @notice The join signature is not the account's (or not for this organisation, role, nonce).
+    /// @param account The account.
+    error InvalidMembershipSignature(address account);
+
+    /// @notice The join signature's deadline has passed.
+    /// @param deadline The deadline given.
+    error MembershipSignatureExpired(uint256 deadline);
+
+    /// @dev The EIP-712 domain of join signatures: name "Consortium", version "1".
+    constructor() EIP712("Consortium", "1") {}
+
     // ------------------------------------------------------------------------------------------
     // Role management
     // ------------------------------------------------------------------------------------------
 
     /**
      * @notice Grant a delegable `role` to `account`. The caller must hold ORG_ADMIN in an active
-     * organisation; `account` must be a member of that organisation or of none (it then joins it).
+     * organisation; `account` must be a member of that organisation, or of none and have agreed
+     * to join it ({acceptMembership}; it then joins it).
      * @dev Replaces AccessControl's role-admin rule with the organisation rule. Emits {MemberAdded}
-     * when the account joins, and {RoleGranted} unless the account already held the role.
+     * when the account joins, and {RoleGranted} unless the account already held the role. Reverts
+     * with {MembershipNotAccepted} for an account of no organisation that has not agreed.
      * @param role The role to grant (anything but CONSORTIUM_ADMIN and DEFAULT_ADMIN_ROLE).
      * @param account The account receiving the role.
      */
     function grantRole(bytes32 role, address account) public virtual override(AccessControl, IAccessControl) {
         uint64 orgId = _checkDelegation(_msgSender(), role, account);
+        if (organizationOf[account] == 0 && membershipAcceptance[account] != orgId) {
+            revert MembershipNotAccepted(account, orgId);
+        }
         _grantOrganizationRole(orgId, role, account);
+    }
+
+    /**
+     * @notice Grant a delegable `role` to `account` with the account's own EIP-712 signature of
+     * `JoinOrganization(account, orgId, role, nonce, deadline)`, `orgId` being the caller's
+     * organisation and `nonce` the account's {membershipNonces} (which this uses up). The caller
+     * must hold ORG_ADMIN in an active organisation; `account` must be a member of it or of none.
+     * An ERC-1271 contract account may approve the digest instead of signing it.
+     * @dev Emits {MemberAdded} when the account joins, and {RoleGranted} unless it already held
+     * the role. Reverts with {MembershipSignatureExpired} or {InvalidMembershipSignature}.
+     * @param role The role to grant.
+     * @param account The account receiving the role (the signer).
+     * @param deadline The last block timestamp at which the signature is accepted.
+     * @param signature The account's signature of the digest ({hashJoinOrganization}).
+     */
+    function grantRoleBySig(bytes32 role, address account, uint256 deadline, bytes calldata signature)
+        public
+        virtual
+    {
+        uint64 orgId = _checkDelegation(_msgSender(), role, account);
+        if (block.timestamp > deadline) revert MembershipSignatureExpired(deadline);
+        bytes32 digest = hashJoinOrganization(account, orgId, role, membershipNonces[account], deadline);
+        if (!SignatureChecker.isValidSignatureNow(account, digest, signature)) {
+            revert InvalidMembershipSignature(account);
+        }
+        ++membershipNonces[account];
+        _grantOrganizationRole(orgId, role, account);
+    }
+
+    /**
+     * @notice Agree, with the caller's own transaction, to be added to organisation `orgId` by
+     * one of its ORG_ADMINs ({grantRole}); `orgId` 0 withdraws the agreement. The agreement is
+     * used up when the caller joins.
+     * @dev Emits {MembershipAccepted}. Reverts with {UnknownOrganization} for an unknown non-zero id.
+     * @param orgId The organisation, or 0.
+     */
+    function acceptMembership(uint64 orgId) public virtual {
+        if (orgId != 0) _requireKnownOrganization(orgId);
+        address account = _msgSender();
+        membershipAcceptance[account] = orgId;
+        emit MembershipAccepted(account, orgId);
     }
 
     /**
@@ -198,6 +285,33 @@ abstract contract OrganizationRoles is AccessControlEnumerable {
         if (!hasRole(role, account)) return false;
         uint64 orgId = organizationOf[account];
         return orgId == 0 || _organizations[orgId].active;
+    }
+
+    /**
+     * @notice The EIP-712 digest an account signs to join organisation `orgId` with `role`.
+     * @param account The account.
+     * @param orgId The organisation.
+     * @param role The role.
+     * @param nonce The account's {membershipNonces}.
+     * @param deadline The last block timestamp at which the signature is accepted.
+     * @return The digest.
+     */
+    function hashJoinOrganization(address account, uint64 orgId, bytes32 role, uint256 nonce, uint256 deadline)
+        public
+        view
+        virtual
+        returns (bytes32)
+    {
+        bytes32 structHash = keccak256(abi.encode(JOIN_ORGANIZATION_TYPEHASH, account, orgId, role, nonce, deadline));
+        return _hashTypedDataV4(structHash);
+    }
+
+    /**
+     * @notice The EIP-712 domain separator of join signatures.
+     * @return The domain separator.
+     */
+    function DOMAIN_SEPARATOR() external view virtual returns (bytes32) {
+        return _domainSeparatorV4();
     }
 
     /**
@@ -315,6 +429,7 @@ abstract contract OrganizationRoles is AccessControlEnumerable {
         uint64 current = organizationOf[account];
         if (current == 0) {
             organizationOf[account] = orgId;
+            delete membershipAcceptance[account];
             _members[orgId].add(account);
             emit MemberAdded(orgId, account);
         } else if (current != orgId) {

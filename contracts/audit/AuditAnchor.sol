@@ -23,6 +23,12 @@ import {IConsortiumAccess} from "../access/IConsortiumAccess.sol";
  * - An organisation's log is anchored contiguously from entry 1: each batch covers entries
  *   `firstSeq..lastSeq` with `firstSeq` one past the organisation's previous `lastSeq`, and
  *   `count == lastSeq - firstSeq + 1` (the log has no gaps). Batches cannot be replaced or removed.
+ * - The contract cannot see the log, so a misbehaving AUDITOR could anchor a bogus batch (say,
+ *   entries far ahead of the log) after which no honest batch continues the range. An ORG_ADMIN
+ *   in force of the batch's organisation may therefore supersede the organisation's latest batch
+ *   ({supersedeBatch}): it stays readable but proves nothing any more ({verify} is false for it),
+ *   and the organisation's anchored range steps back to where it was before it. Superseding
+ *   repeatedly undoes a run of bogus batches, newest first. Both acts are events.
  * - Leaves follow OpenZeppelin's `StandardMerkleTree` with the leaf encoding `(uint256 seq,
  *   bytes32 entryHash)`: `keccak256(bytes.concat(keccak256(abi.encode(seq, entryHash))))`; inner
  *   nodes hash sorted pairs, as {MerkleProof.verify} expects. So a tree built off-chain with that
@@ -59,6 +65,8 @@ contract AuditAnchor {
 
     /// @notice Role allowed to anchor (as named in the Consortium).
     bytes32 public constant AUDITOR = keccak256("AUDITOR");
+    /// @notice Role allowed to supersede its organisation's latest batch (as named in the Consortium).
+    bytes32 public constant ORG_ADMIN = keccak256("ORG_ADMIN");
 
     /// @notice The Consortium whose AUDITORs anchor.
     IConsortiumAccess public immutable consortium;
@@ -70,6 +78,10 @@ contract AuditAnchor {
     mapping(uint256 batchId => BatchRecord) private _records;
     mapping(uint64 orgId => uint64) private _lastSeq;
     mapping(uint64 orgId => uint256) private _lastBatch;
+    mapping(uint256 batchId => uint256) private _previousBatch;
+
+    /// @notice Whether a batch was superseded by its organisation's admin (it proves nothing then).
+    mapping(uint256 batchId => bool) public superseded;
 
     /// @notice A batch of an organisation's access log was anchored.
     /// @param batchId The batch id (sequential from 1).
@@ -81,6 +93,14 @@ contract AuditAnchor {
     event BatchAnchored(
         uint256 indexed batchId, uint64 indexed orgId, bytes32 root, uint64 firstSeq, uint64 lastSeq, uint64 count
     );
+
+    /// @notice An organisation's admin superseded its latest batch; the next batch starts after
+    /// `lastAnchoredSeq` again.
+    /// @param batchId The superseded batch.
+    /// @param orgId The organisation.
+    /// @param admin The ORG_ADMIN who superseded it.
+    /// @param lastAnchoredSeq The organisation's last anchored entry now.
+    event BatchSuperseded(uint256 indexed batchId, uint64 indexed orgId, address admin, uint64 lastAnchoredSeq);
 
     /// @notice The consortium address has no code.
     /// @param consortium The address given.
@@ -100,6 +120,16 @@ contract AuditAnchor {
     /// @param expectedFirstSeq The entry the next batch must start at.
     /// @param firstSeq The first entry given.
     error NonContiguousBatch(uint64 orgId, uint64 expectedFirstSeq, uint64 firstSeq);
+
+    /// @notice The batch belongs to another organisation than the caller's.
+    /// @param batchId The batch id.
+    /// @param orgId The caller's organisation.
+    error NotBatchOrganization(uint256 batchId, uint64 orgId);
+
+    /// @notice Only the organisation's latest (not superseded) batch can be superseded.
+    /// @param batchId The batch id given.
+    /// @param latestBatchId The organisation's latest batch.
+    error NotLatestBatch(uint256 batchId, uint256 latestBatchId);
 
     /// @notice No batch has this id.
     /// @param batchId The batch id.
@@ -147,8 +177,31 @@ contract AuditAnchor {
         _records[batchId] =
             BatchRecord({orgId: orgId, firstSeq: firstSeq, lastSeq: lastSeq, anchoredBlock: uint64(block.number)});
         _lastSeq[orgId] = lastSeq;
+        uint256 previous = _lastBatch[orgId];
+        if (previous != 0) _previousBatch[batchId] = previous;
         _lastBatch[orgId] = batchId;
         emit BatchAnchored(batchId, orgId, root, firstSeq, lastSeq, count);
+    }
+
+    /**
+     * @notice Supersede batch `batchId`, the latest batch of the caller's organisation: it proves
+     * nothing any more, and the organisation's next batch starts at its `firstSeq` again. The
+     * caller must hold ORG_ADMIN in force in the batch's organisation.
+     * @dev Emits {BatchSuperseded}. Reverts with {IAccessControl.AccessControlUnauthorizedAccount},
+     * {UnknownBatch}, {NotBatchOrganization} or {NotLatestBatch}.
+     * @param batchId The batch id.
+     */
+    function supersedeBatch(uint256 batchId) external virtual {
+        uint64 orgId = _requireRole(ORG_ADMIN);
+        BatchRecord memory record = _requireBatch(batchId);
+        if (record.orgId != orgId) revert NotBatchOrganization(batchId, orgId);
+        uint256 latest = _lastBatch[orgId];
+        if (batchId != latest) revert NotLatestBatch(batchId, latest);
+        superseded[batchId] = true;
+        _lastBatch[orgId] = _previousBatch[batchId];
+        uint64 lastSeq = record.firstSeq - 1;
+        _lastSeq[orgId] = lastSeq;
+        emit BatchSuperseded(batchId, orgId, msg.sender, lastSeq);
     }
 
     // ------------------------------------------------------------------------------------------
@@ -173,8 +226,8 @@ contract AuditAnchor {
     }
 
     /**
-     * @notice Whether `leaf` is in batch `batchId`, by its Merkle proof (sorted-pair hashing).
-     * Reverts with {UnknownBatch} if there is no such batch.
+     * @notice Whether `leaf` is in batch `batchId`, by its Merkle proof (sorted-pair hashing);
+     * false for a superseded batch. Reverts with {UnknownBatch} if there is no such batch.
      * @param batchId The batch id.
      * @param leaf The leaf, as {leafOf} computes it.
      * @param proof The sibling hashes from the leaf up to the root.
@@ -182,12 +235,14 @@ contract AuditAnchor {
      */
     function verify(uint256 batchId, bytes32 leaf, bytes32[] calldata proof) public view virtual returns (bool) {
         _requireBatch(batchId);
+        if (superseded[batchId]) return false;
         return MerkleProof.verifyCalldata(proof, _roots[batchId], leaf);
     }
 
     /**
      * @notice Whether entry `seq` with hash `entryHash` is in batch `batchId`: `seq` must lie in the
-     * batch's range and the proof must lead from its leaf to the root. Reverts with {UnknownBatch}.
+     * batch's range, the batch not superseded, and the proof must lead from its leaf to the root.
+     * Reverts with {UnknownBatch}.
      * @param batchId The batch id.
      * @param seq The entry's sequence number.
      * @param entryHash The entry's SHA-256 chain hash.
@@ -201,7 +256,7 @@ contract AuditAnchor {
         returns (bool)
     {
         BatchRecord memory record = _requireBatch(batchId);
-        if (seq < record.firstSeq || seq > record.lastSeq) return false;
+        if (seq < record.firstSeq || seq > record.lastSeq || superseded[batchId]) return false;
         return MerkleProof.verifyCalldata(proof, _roots[batchId], leafOf(seq, entryHash));
     }
 
@@ -245,9 +300,17 @@ contract AuditAnchor {
      * AUDITOR in force; returns the caller's organisation.
      */
     function _requireAuditor() internal view virtual returns (uint64 orgId) {
+        return _requireRole(AUDITOR);
+    }
+
+    /**
+     * @dev Revert with {IAccessControl.AccessControlUnauthorizedAccount} unless the caller holds
+     * `role` in force in an organisation; returns the caller's organisation.
+     */
+    function _requireRole(bytes32 role) internal view virtual returns (uint64 orgId) {
         address caller = msg.sender;
-        if (consortium.hasActiveRole(AUDITOR, caller)) orgId = consortium.organizationOf(caller);
-        if (orgId == 0) revert IAccessControl.AccessControlUnauthorizedAccount(caller, AUDITOR);
+        if (consortium.hasActiveRole(role, caller)) orgId = consortium.organizationOf(caller);
+        if (orgId == 0) revert IAccessControl.AccessControlUnauthorizedAccount(caller, role);
     }
 
     /// @dev Batch `batchId`'s record; reverts with {UnknownBatch} if there is none.

@@ -419,6 +419,31 @@ contract ConsentLedger is EIP712 {
         return _consents[customerId][purposeId][orgId];
     }
 
+    // --- The processing rule (one definition; the gateway's read model mirrors it) -----------
+
+    /**
+     * @notice Whether organisation `orgId` may process `customerId`'s personal data under
+     * `purposeId` now: the purpose is active and controlled by `orgId` or shared with it
+     * ({PurposeRegistry.purposeUse}), and, when its lawful basis is consent, the customer's
+     * consent to it for `orgId` counts ({hasConsent}).
+     * @param customerId The customer id.
+     * @param purposeId The purpose id.
+     * @param orgId The processing organisation.
+     * @return {PurposeRegistry.Processing.Allowed}, or why not.
+     */
+    function mayProcess(bytes32 customerId, bytes32 purposeId, uint64 orgId)
+        public
+        view
+        virtual
+        returns (PurposeRegistry.Processing)
+    {
+        (PurposeRegistry.Processing answer, bool needsConsent) = purposeRegistry.purposeUse(purposeId, orgId);
+        if (answer != PurposeRegistry.Processing.Allowed || !needsConsent) return answer;
+        return hasConsent(customerId, purposeId, orgId)
+            ? PurposeRegistry.Processing.Allowed
+            : PurposeRegistry.Processing.NoLiveConsent;
+    }
+
     /**
      * @notice The nonce the next change of `customerId` must carry.
      * @param customerId The customer id.

@@ -3,6 +3,7 @@ pragma solidity ^0.8.24;
 
 import {IAccessControl} from "@openzeppelin/contracts/access/IAccessControl.sol";
 import {IConsortiumAccess} from "../access/IConsortiumAccess.sol";
+import {IOrganizationDirectory} from "../access/IOrganizationDirectory.sol";
 
 /**
  * @title PurposeRegistry
@@ -22,6 +23,10 @@ import {IConsortiumAccess} from "../access/IConsortiumAccess.sol";
  *   {updateNotice} moves the purpose to the next version; {retirePurpose} ends it for good.
  * - The lawful basis is fixed when the purpose is defined: a purpose relying on another basis is
  *   another purpose.
+ * - A purpose is used by its controller organisation, and by the organisations the controller
+ *   shares it with ({sharePurpose}, {unsharePurpose}); a retired purpose is used by nobody. This
+ *   is the purpose half of the processing rule ({purposeUse}); the ConsentLedger's `mayProcess`
+ *   adds the customer's consent when the basis is consent.
  *
  * Gas: a purpose is two storage words; the word read by {purposeStatus} (version and state) is the
  * first, so a consent check costs one SLOAD here.
@@ -67,6 +72,21 @@ contract PurposeRegistry {
         bool active;
     }
 
+    /// @notice Whether an organisation may process personal data under a purpose, and why not.
+    /// The ordinal order is part of the ABI and never changes.
+    enum Processing {
+        /// Allowed.
+        Allowed,
+        /// No purpose has this id.
+        UnknownPurpose,
+        /// The purpose is retired.
+        PurposeRetired,
+        /// The organisation neither controls the purpose nor was it shared with it.
+        PurposeNotShared,
+        /// The purpose's basis is consent and the customer has no live consent for the organisation.
+        NoLiveConsent
+    }
+
     /// @notice Role allowed to define and manage purposes (as named in the Consortium).
     bytes32 public constant ORG_ADMIN = keccak256("ORG_ADMIN");
 
@@ -75,6 +95,7 @@ contract PurposeRegistry {
 
     mapping(bytes32 purposeId => PurposeRecord) private _records;
     mapping(bytes32 purposeId => bytes32) private _noticeHashes;
+    mapping(bytes32 purposeId => mapping(uint64 orgId => bool)) private _sharedWith;
 
     /// @notice A purpose was defined, at version 1.
     /// @param purposeId The purpose id.
@@ -102,6 +123,18 @@ contract PurposeRegistry {
     /// @param version The version it was retired at.
     event PurposeRetired(bytes32 indexed purposeId, uint64 indexed controllerOrg, uint64 version);
 
+    /// @notice The controller shared a purpose with another organisation, which may now use it.
+    /// @param purposeId The purpose id.
+    /// @param controllerOrg The controller organisation.
+    /// @param orgId The organisation it is shared with.
+    event PurposeShared(bytes32 indexed purposeId, uint64 indexed controllerOrg, uint64 indexed orgId);
+
+    /// @notice The controller stopped sharing a purpose with an organisation.
+    /// @param purposeId The purpose id.
+    /// @param controllerOrg The controller organisation.
+    /// @param orgId The organisation it is no longer shared with.
+    event PurposeUnshared(bytes32 indexed purposeId, uint64 indexed controllerOrg, uint64 indexed orgId);
+
     /// @notice The consortium address has no code.
     /// @param consortium The address given.
     error InvalidConsortium(address consortium);
@@ -128,6 +161,20 @@ contract PurposeRegistry {
     /// @param purposeId The purpose id.
     /// @param orgId The caller's organisation.
     error NotPurposeController(bytes32 purposeId, uint64 orgId);
+
+    /// @notice No organisation has this id (or it is the controller itself, which always uses its purpose).
+    /// @param orgId The organisation id.
+    error InvalidShareOrganization(uint64 orgId);
+
+    /// @notice The purpose is already shared with the organisation.
+    /// @param purposeId The purpose id.
+    /// @param orgId The organisation.
+    error PurposeAlreadyShared(bytes32 purposeId, uint64 orgId);
+
+    /// @notice The purpose is not shared with the organisation.
+    /// @param purposeId The purpose id.
+    /// @param orgId The organisation.
+    error PurposeNotSharedWith(bytes32 purposeId, uint64 orgId);
 
     /// @notice The new notice hash equals the current one (a new version would void consent for nothing).
     /// @param purposeId The purpose id.
@@ -194,9 +241,79 @@ contract PurposeRegistry {
         _retirePurpose(purposeId);
     }
 
+    /**
+     * @notice Let organisation `orgId` use active purpose `purposeId` (as processor under the
+     * controller's notice). The caller must hold ORG_ADMIN in force in the controller organisation.
+     * @dev Emits {PurposeShared}. Reverts with {IAccessControl.AccessControlUnauthorizedAccount},
+     * {UnknownPurpose}, {NotPurposeController}, {PurposeIsRetired}, {InvalidShareOrganization} or
+     * {PurposeAlreadyShared}.
+     * @param purposeId The purpose id.
+     * @param orgId An existing organisation other than the controller.
+     */
+    function sharePurpose(bytes32 purposeId, uint64 orgId) external virtual {
+        PurposeRecord storage record = _requireController(purposeId);
+        if (!record.active) revert PurposeIsRetired(purposeId);
+        uint64 count = IOrganizationDirectory(address(consortium)).organizationCount();
+        if (orgId == 0 || orgId > count || orgId == record.controllerOrg) revert InvalidShareOrganization(orgId);
+        if (_sharedWith[purposeId][orgId]) revert PurposeAlreadyShared(purposeId, orgId);
+        _sharedWith[purposeId][orgId] = true;
+        emit PurposeShared(purposeId, record.controllerOrg, orgId);
+    }
+
+    /**
+     * @notice Stop letting organisation `orgId` use `purposeId` (also once it is retired). The
+     * caller must hold ORG_ADMIN in force in the controller organisation.
+     * @dev Emits {PurposeUnshared}. Reverts with {IAccessControl.AccessControlUnauthorizedAccount},
+     * {UnknownPurpose}, {NotPurposeController} or {PurposeNotSharedWith}.
+     * @param purposeId The purpose id.
+     * @param orgId The organisation it is shared with.
+     */
+    function unsharePurpose(bytes32 purposeId, uint64 orgId) external virtual {
+        PurposeRecord storage record = _requireController(purposeId);
+        if (!_sharedWith[purposeId][orgId]) revert PurposeNotSharedWith(purposeId, orgId);
+        delete _sharedWith[purposeId][orgId];
+        emit PurposeUnshared(purposeId, record.controllerOrg, orgId);
+    }
+
     // ------------------------------------------------------------------------------------------
     // Views
     // ------------------------------------------------------------------------------------------
+
+    /**
+     * @notice Whether the controller of `purposeId` shares it with organisation `orgId`.
+     * @param purposeId The purpose id.
+     * @param orgId The organisation.
+     * @return True if shared.
+     */
+    function isSharedWith(bytes32 purposeId, uint64 orgId) public view virtual returns (bool) {
+        return _sharedWith[purposeId][orgId];
+    }
+
+    /**
+     * @notice The purpose half of the processing rule: whether organisation `orgId` may process
+     * personal data under `purposeId`, and whether the customer's consent is needed on top.
+     * @dev {Processing.Allowed} with `needsConsent` true means: allowed given a live consent (the
+     * ConsentLedger's `mayProcess` checks it).
+     * @param purposeId The purpose id.
+     * @param orgId The processing organisation.
+     * @return answer {Processing.Allowed}, {Processing.UnknownPurpose}, {Processing.PurposeRetired}
+     * or {Processing.PurposeNotShared}.
+     * @return needsConsent Whether the purpose's basis is consent.
+     */
+    function purposeUse(bytes32 purposeId, uint64 orgId)
+        public
+        view
+        virtual
+        returns (Processing answer, bool needsConsent)
+    {
+        PurposeRecord storage record = _records[purposeId];
+        if (record.version == 0) return (Processing.UnknownPurpose, false);
+        if (!record.active) return (Processing.PurposeRetired, false);
+        if (record.controllerOrg != orgId && !_sharedWith[purposeId][orgId]) {
+            return (Processing.PurposeNotShared, false);
+        }
+        return (Processing.Allowed, record.basis == LawfulBasis.Consent);
+    }
 
     /**
      * @notice Purpose `purposeId` (all zero for an unknown id; see {exists}).

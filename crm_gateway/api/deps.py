@@ -11,19 +11,24 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 
 from fastapi import Depends, Header, Request, Security
 from fastapi.security import APIKeyHeader
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from crm_gateway.api.errors import BadRequest, FieldError, Unauthorized
+from crm_gateway.api.errors import BadRequest, FieldError, Forbidden, Unauthorized
 from crm_gateway.api.sessions import web_session
 from crm_gateway.config import Settings
-from crm_gateway.security.apikeys import authenticate, hash_api_key
+from crm_gateway.security.apikeys import (
+    AnyKeyAccount,
+    KeyAccountCheck,
+    authenticate,
+    hash_api_key,
+)
 from crm_gateway.store.models import ApiKey
 
 API_KEY_HEADER: Final = "X-API-Key"
@@ -66,6 +71,45 @@ class Caller:
     org_id: int
     account: str
     role: str
+
+
+class KeyNotInForce(Forbidden):
+    """The key is live, but its account is not (or no longer) its organisation's member holding
+    its role in force, or the key is of another organisation than this gateway's."""
+
+    slug = "api-key-not-in-force"
+    title = "API key not in force"
+
+
+def key_check(request: Request) -> KeyAccountCheck | AnyKeyAccount:
+    """The app's `KeyAccountCheck` (`app.state.key_check`, else built from the runtime's read
+    model and the gateway's organisation). An app with neither refuses every key."""
+    state = request.app.state
+    check: KeyAccountCheck | AnyKeyAccount | None = getattr(state, "key_check", None)
+    if check is None:
+        runtime = getattr(state, "runtime", None)
+        if runtime is None:
+            raise RuntimeError("the app has no runtime and no key_check: cannot check API keys")
+        check = state.key_check = KeyAccountCheck(
+            runtime.read_model, runtime.settings.gateway_org_id, chain_confirmation(runtime)
+        )
+    return check
+
+
+def chain_confirmation(runtime: Any) -> Callable[[int, str, str], bool]:
+    """The Consortium's answer: the account belongs to `org_id` and holds `role` in force."""
+    from crm_gateway.services.access import AccessService, Role
+
+    access = AccessService(runtime.contracts)
+
+    def confirm(org_id: int, account: str, role: str) -> bool:
+        try:
+            wanted = Role(role)
+        except ValueError:
+            return False
+        return access.organization_of(account) == org_id and access.has_role(wanted, account)
+
+    return confirm
 
 
 # auto_error=False: the missing-key problem is ours; the scheme still shows in OpenAPI.
@@ -113,6 +157,10 @@ class CallerCache:
         self._entries.clear()
 
 
+def _in_force(check: KeyAccountCheck | AnyKeyAccount, caller: Caller) -> str | None:
+    return check.refusal(caller.org_id, caller.account, caller.role)
+
+
 def _lookup(factory: sessionmaker[Session], api_key: str) -> Caller | None:
     # A session of its own, closed at once, so no transaction stays open while the route runs
     # (a `?wait=true` request may last many seconds).
@@ -136,10 +184,12 @@ async def require_api_key(
     request: Request,
     api_key: Annotated[str | None, Security(_api_key_scheme)] = None,
 ) -> Caller:
-    """The caller behind `X-API-Key`; 401 problem when the header is missing or the key invalid.
+    """The caller behind `X-API-Key`; 401 problem when the header is missing or the key invalid,
+    403 `api-key-not-in-force` when its account is not its organisation's member holding its
+    role in force on-chain (`KeyAccountCheck`), or the key is of another organisation.
 
     A key seen in the last `API_KEY_CACHE_SECONDS` is answered from memory (`CallerCache`, one
-    per app); otherwise the database is asked, in the thread pool.
+    per app); otherwise the database and the read model are asked, in the thread pool.
 
     Without the header, the console's session (cookie, and the CSRF token for a write) stands
     for the key it was signed in with: the key stays on the server, never in the page or a URL,
@@ -167,6 +217,9 @@ async def require_api_key(
         caller = await run_in_threadpool(_lookup, state.session_factory, api_key)
     if caller is None:
         raise Unauthorized("invalid API key")
+    refusal = await run_in_threadpool(_in_force, key_check(request), caller)
+    if refusal is not None:
+        raise KeyNotInForce(refusal)
     cache.put(cache_key, caller)  # only on a miss: a revoked key ages out of the cache
     return caller
 

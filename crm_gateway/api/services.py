@@ -47,7 +47,7 @@ def _shared(request: Request, build: Callable[[Runtime], T]) -> T:
 
 
 def access_service(runtime: Runtime) -> AccessService:
-    return AccessService(runtime.contracts)
+    return AccessService(runtime.contracts, keystore=runtime.keystore)
 
 
 def operation_service(runtime: Runtime) -> OperationService:

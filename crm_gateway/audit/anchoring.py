@@ -225,6 +225,18 @@ class Anchorer:
             return
         anchor = self._contracts[ANCHOR_CONTRACT]
         on_chain = int(anchor.functions.lastAnchoredSeq(self._org_id).call())
+        if on_chain > start - 1:
+            # A batch this gateway never queued runs ahead of the log (a misbehaving AUDITOR):
+            # the organisation's ORG_ADMIN supersedes it, and anchoring goes on from `start`.
+            latest = int(anchor.functions.lastBatchOf(self._org_id).call())
+            raise ConflictError(
+                f"the chain has anchored organisation {self._org_id}'s access log up to entry "
+                f"{on_chain}, ahead of the log (entry {start - 1}): batch {latest} was not "
+                f"anchored by this gateway; an ORG_ADMIN supersedes it with "
+                f"`crm-chaincode audit supersede {latest}`",
+                batch_id=latest,
+                chain_last_seq=on_chain,
+            )
         if on_chain != start - 1:
             raise ConflictError(
                 f"the chain has anchored organisation {self._org_id}'s access log up to entry "
@@ -288,6 +300,36 @@ class Anchorer:
                 session.rollback()
                 return None
             return BatchView.of(batch)
+
+    # --- superseding a bogus batch ---------------------------------------------------------
+
+    def supersede(self, sender: str, batch_id: int) -> ChainWrite:
+        """The write by which an ORG_ADMIN of this organisation supersedes its latest batch on
+        the chain (`AuditAnchor.supersedeBatch`): one this gateway did not queue, since a batch
+        of its own matches the log. Refused here when it is one of this gateway's anchored
+        batches, or the sender is not an ORG_ADMIN of the organisation."""
+        sender = to_checksum_address(sender)
+        access = AccessService(self._contracts)
+        if not access.has_role(Role.ORG_ADMIN, sender) or access.organization_of(sender) != (
+            self._org_id
+        ):
+            raise PermissionDeniedError(
+                f"account {sender} does not hold ORG_ADMIN in organisation {self._org_id}",
+                required_role=Role.ORG_ADMIN.value,
+            )
+        with self._sessions() as session:
+            ours = session.scalars(
+                select(AuditBatch).where(
+                    AuditBatch.chain_batch_id == batch_id,
+                    AuditBatch.status == AuditBatchStatus.ANCHORED,
+                )
+            ).first()
+        if ours is not None:
+            raise ConflictError(
+                f"batch {batch_id} anchors entries {ours.first_seq}..{ours.last_seq} of this "
+                "gateway's log: it is not superseded"
+            )
+        return ChainWrite("audit.supersede", ANCHOR_CONTRACT, "supersedeBatch", [batch_id], sender)
 
     # --- reading --------------------------------------------------------------------------
 

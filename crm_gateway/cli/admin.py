@@ -191,7 +191,7 @@ def _print_proposal(view: OperationView) -> None:
 def roles_grant(role: str, account: str, as_: str | None = AS_OPTION) -> None:
     """Grant ROLE to ACCOUNT (which joins your organisation)."""
     with _runtime() as runtime:
-        access = AccessService(runtime.contracts)
+        access = AccessService(runtime.contracts, keystore=runtime.keystore)
         _submit(
             runtime, access.grant(_actor(runtime, as_), _role(role), _address(account, "account"))
         )
@@ -244,7 +244,7 @@ def apikeys_create(
     """Create an API key bound to an organisation and an on-chain account; print it once."""
     role_enum = _role(role)
     with _runtime() as runtime:
-        access = AccessService(runtime.contracts)
+        access = AccessService(runtime.contracts, keystore=runtime.keystore)
         org_id = _org_id(access, org)
         bound: str
         if account is None:

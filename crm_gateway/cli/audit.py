@@ -27,6 +27,7 @@ from crm_gateway.cli.common import console, fail, one_sentence_errors, settings
 from crm_gateway.runtime import Runtime, build_runtime
 from crm_gateway.services.customers import Actor, CustomerService
 from crm_gateway.services.operations import OperationService
+from crm_gateway.services.policy import VERIFY_POLICY
 from crm_gateway.store import audit as log_store
 from crm_gateway.store.models import AuditBatchStatus
 
@@ -127,6 +128,25 @@ def anchor(runtime: Runtime, signer: str | None) -> list[BatchView]:
     return settled
 
 
+@audit.command("supersede")
+def supersede_command(
+    batch_id: int,
+    as_: str | None = typer.Option(
+        None,
+        "--as",
+        help="Signing account, an ORG_ADMIN of GATEWAY_ORG_ID (default: the deployer).",
+    ),
+) -> None:
+    """Supersede BATCH_ID, the organisation's latest batch on-chain, anchored by someone else
+    (a misbehaving AUDITOR, far ahead of the log); anchoring then goes on from the log's end."""
+    from crm_gateway.cli.admin import _actor, _submit
+
+    with _runtime() as runtime:
+        write = runtime.anchorer.supersede(_actor(runtime, as_), batch_id)
+        _submit(runtime, write)
+    console.print(f"batch {batch_id} superseded")
+
+
 @audit.command("batches")
 def batches_command() -> None:
     """Every anchoring batch: range, root, status, transaction, gas."""
@@ -191,6 +211,7 @@ def verify_customers(runtime: Runtime) -> int:
         gateway_org_id=cfg.gateway_org_id,
         phone_region=cfg.default_phone_region,
         signature_ttl_seconds=cfg.signature_ttl_seconds,
+        consent=VERIFY_POLICY,
     )
     deployer = cfg.deployer_account or runtime.contracts.record.deployer
     actor = Actor(api_key_id=None, org_id=cfg.gateway_org_id, account=deployer or "")

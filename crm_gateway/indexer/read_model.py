@@ -29,6 +29,7 @@ from crm_gateway.store.models import (
     RmMember,
     RmOrganization,
     RmPurpose,
+    RmPurposeShare,
     RmRoleHolding,
     utcnow,
 )
@@ -162,6 +163,35 @@ class ConsentDecision:
     block_number: int | None = None
     tx_hash: str | None = None
     receipt_hash: str | None = None
+
+
+#: `PurposeRegistry.Processing`, by ordinal (append-only in the ABI): what `mayProcess` answers.
+PROCESSING_ANSWERS: tuple[str, ...] = (
+    "allowed",
+    "unknown_purpose",
+    "purpose_retired",
+    "purpose_not_shared",
+    "no_live_consent",
+)
+
+
+@dataclass(frozen=True)
+class ProcessingDecision:
+    """Whether organisation `org_id` may process the customer's data under the purpose now, as
+    `ConsentLedger.mayProcess` answers: `answer` is one of `PROCESSING_ANSWERS`; `consent` is the
+    consent decision when the purpose's basis is consent (None otherwise)."""
+
+    customer_id: str
+    purpose_id: str
+    org_id: int
+    answer: str
+    basis: str | None
+    consent: ConsentDecision | None
+    as_of_block: int | None
+
+    @property
+    def allowed(self) -> bool:
+        return self.answer == "allowed"
 
 
 class ReadModel(LoyaltyQueries):
@@ -388,6 +418,59 @@ class ReadModel(LoyaltyQueries):
         if row.current_version != row.purpose_version:
             return decide(False, "notice_changed", **fields)
         return decide(True, None, **fields)
+
+    def shared_with(self, purpose_id: str) -> list[int]:
+        """The organisations the purpose's controller shares it with (`isSharedWith`)."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(RmPurposeShare.org_id)
+                .where(RmPurposeShare.purpose_id == purpose_id.lower())
+                .order_by(RmPurposeShare.org_id)
+            ).scalars()
+            return [int(org) for org in rows]
+
+    def may_process(
+        self, customer_id: str, purpose_id: str, org_id: int, *, now: datetime | None = None
+    ) -> ProcessingDecision:
+        """The read-model answer of `ConsentLedger.mayProcess(customer, purpose, org)`: the purpose
+        is known, active, controlled by `org_id` or shared with it, and, when its basis is
+        consent, the customer's consent for `org_id` counts (`consent`). The contract's view is
+        the rule; a test drives the same scenarios through both and requires the same answers."""
+        key = purpose_id.lower()
+        with self.engine.connect() as connection:
+            as_of = self._as_of(connection)
+            purpose = connection.execute(
+                select(RmPurpose.controller_org, RmPurpose.basis, RmPurpose.active).where(
+                    RmPurpose.purpose_id == key
+                )
+            ).one_or_none()
+            shared = (
+                purpose is not None
+                and purpose.controller_org != org_id
+                and connection.execute(
+                    select(RmPurposeShare.org_id).where(
+                        RmPurposeShare.purpose_id == key, RmPurposeShare.org_id == org_id
+                    )
+                ).first()
+                is not None
+            )
+
+        def decide(answer: str, consent: ConsentDecision | None = None) -> ProcessingDecision:
+            basis = None if purpose is None else str(purpose.basis)
+            return ProcessingDecision(
+                customer_id.lower(), key, org_id, answer, basis, consent, as_of
+            )
+
+        if purpose is None:
+            return decide("unknown_purpose")
+        if not purpose.active:
+            return decide("purpose_retired")
+        if purpose.controller_org != org_id and not shared:
+            return decide("purpose_not_shared")
+        if purpose.basis != "consent":
+            return decide("allowed")
+        consent = self.consent(customer_id, key, org_id, now=now)
+        return decide("allowed" if consent.granted else "no_live_consent", consent)
 
     def has_consent(self, customer_id: str, purpose_id: str, org_id: int) -> bool:
         return self.consent(customer_id, purpose_id, org_id).granted

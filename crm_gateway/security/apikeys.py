@@ -16,7 +16,9 @@ import hashlib
 import hmac
 import re
 import secrets
-from typing import Final
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Final, Protocol
 
 from eth_utils.address import (
     is_address,
@@ -111,6 +113,78 @@ def authenticate(session: Session, plaintext: str) -> ApiKey | None:
     if api_key.revoked_at is not None:
         return None
     return api_key
+
+
+class _HeldRole(Protocol):
+    @property
+    def role(self) -> str: ...
+    @property
+    def org_id(self) -> int | None: ...
+    @property
+    def active(self) -> bool: ...
+
+
+class MembershipLookup(Protocol):
+    """Who belongs where on-chain, as the read model answers it (`ReadModel`)."""
+
+    def organization_of(self, account: str) -> int | None: ...
+
+    def roles_of(self, account: str) -> Sequence[_HeldRole]: ...
+
+
+@dataclass(frozen=True)
+class KeyAccountCheck:
+    """An API key is exactly its account in its organisation: the key's organisation is this
+    gateway's, the account belongs to that organisation on-chain (read model), and it holds the
+    key's role there, in force. A key whose account left the organisation (revoked, then added
+    to another one) is refused, whatever it holds elsewhere.
+
+    The read model answers first; since it may lag the chain (a role granted a block ago), a
+    refusal is confirmed with `confirm(org_id, account, role)`, the chain's answer, when given."""
+
+    membership: MembershipLookup
+    gateway_org_id: int
+    confirm: Callable[[int, str, str], bool] | None = None
+
+    def refusal(self, org_id: int, account: str, role: str) -> str | None:
+        """Why a live key of (`org_id`, `account`, `role`) may not act here, or None."""
+        reason = self._read_model_refusal(org_id, account, role)
+        if reason is None or org_id != self.gateway_org_id:
+            return reason
+        if self.confirm is not None and self.confirm(org_id, account, role):
+            return None
+        return reason
+
+    def _read_model_refusal(self, org_id: int, account: str, role: str) -> str | None:
+        if org_id != self.gateway_org_id:
+            return (
+                f"the key belongs to organisation {org_id}; this gateway serves organisation "
+                f"{self.gateway_org_id}"
+            )
+        account_org = self.membership.organization_of(account)
+        if account_org != org_id:
+            where = f"organisation {account_org}" if account_org else "no organisation"
+            return f"the key's account {account} belongs to {where} on-chain, not {org_id}"
+        if not any(
+            held.role == role and held.org_id == org_id and held.active
+            for held in self.membership.roles_of(account)
+        ):
+            return (
+                f"the key's account {account} does not hold {role} in force in organisation "
+                f"{org_id}"
+            )
+        return None
+
+
+@dataclass(frozen=True)
+class AnyKeyAccount:
+    """Accept every live key without asking the chain: only for apps that have no chain at all
+    (tests of the key cache and of error rendering). Named, so it is never the default."""
+
+    name: str = "any-key-account"
+
+    def refusal(self, org_id: int, account: str, role: str) -> str | None:
+        return None
 
 
 def revoke(session: Session, api_key_id: str) -> ApiKey | None:

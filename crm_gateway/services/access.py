@@ -1,8 +1,15 @@
 """Organisations and roles of the consortium: reads from the Consortium contract, and the chain
-writes that change them (role grants, proposals, approvals), checked before they are queued."""
+writes that change them (role grants, proposals, approvals), checked before they are queued.
+
+An account joins an organisation only with its own consent (OrganizationRoles): a grant to an
+account of no organisation goes as `grantRoleBySig` with the account's `JoinOrganization`
+signature, made here with the keystore key when the gateway created the account, or given by the
+account's own wallet (`JoinSignature`); or as a plain `grantRole` when the account agreed by its own
+transaction (`acceptMembership`)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -14,6 +21,8 @@ from eth_utils.crypto import keccak
 from web3.contract import Contract
 
 from crm_gateway.chain.contracts import Contracts
+from crm_gateway.chain.keystore import Keystore
+from crm_gateway.chain.membership import join_organization_typed_data, sign_join
 from crm_gateway.pipeline.outbox import ChainWrite
 from crm_gateway.services.errors import ChainRefusedError, NotFoundError, PermissionDeniedError
 
@@ -59,9 +68,30 @@ class RoleHolding:
     active: bool
 
 
+@dataclass(frozen=True)
+class JoinSignature:
+    """An account's own EIP-712 `JoinOrganization` signature, made with its wallet."""
+
+    deadline: int
+    signature: str
+
+
+#: How long a join signature the gateway makes stays valid (the outbox sends it well before).
+JOIN_SIGNATURE_TTL_SECONDS = 3600
+
+
 class AccessService:
-    def __init__(self, contracts: Contracts) -> None:
+    def __init__(
+        self,
+        contracts: Contracts,
+        *,
+        keystore: Keystore | None = None,
+        join_ttl_seconds: int = JOIN_SIGNATURE_TTL_SECONDS,
+    ) -> None:
         self._contracts = contracts
+        # The keys of the accounts this gateway created: it signs their consent to join.
+        self._keystore = keystore
+        self._join_ttl = join_ttl_seconds
 
     @property
     def _consortium(self) -> Contract:
@@ -144,8 +174,63 @@ class AccessService:
                 required_role=Role.ORG_ADMIN.value,
             )
 
-    def grant(self, actor: str, role: Role, account: str) -> ChainWrite:
-        return self._role_change("roles.grant", "grantRole", actor, role, account)
+    def grant(
+        self, actor: str, role: Role, account: str, *, join: JoinSignature | None = None
+    ) -> ChainWrite:
+        """Grant `role` to `account`. An account of no organisation must consent to join the
+        actor's: `join` (its wallet's signature), else the keystore key of an account this
+        gateway created signs, else its own `acceptMembership` transaction must be on-chain."""
+        write = self._role_change("roles.grant", "grantRole", actor, role, account)
+        account = to_checksum_address(account)
+        functions = self._consortium.functions
+        if self.organization_of(account) != 0:
+            return write
+        org_id = self.organization_of(actor)
+        if join is None:
+            if int(functions.membershipAcceptance(account).call()) == org_id:
+                return write
+            join = self._sign_join(account, org_id, role)
+        if join is None:
+            raise ChainRefusedError(
+                f"account {account} belongs to no organisation and has not agreed to join "
+                f"organisation {org_id}: it must sign JoinOrganization (or send "
+                "acceptMembership itself), and this gateway does not hold its key",
+                error={
+                    "name": "MembershipNotAccepted",
+                    "args": {"account": account, "orgId": org_id},
+                },
+            )
+        return ChainWrite(
+            kind="roles.grant",
+            contract=CONSORTIUM,
+            function="grantRoleBySig",
+            args=["0x" + role.role_id.hex(), account, join.deadline, join.signature],
+            sender=write.sender,
+        )
+
+    def join_typed_data(
+        self, account: str, org_id: int, role: Role, deadline: int
+    ) -> dict[str, Any]:
+        """The `JoinOrganization` typed data `account` signs to join `org_id` with `role`."""
+        consortium = self._consortium
+        return join_organization_typed_data(
+            chain_id=int(self._contracts.chain.w3.eth.chain_id),
+            consortium=consortium.address,
+            account=account,
+            org_id=org_id,
+            role=role.role_id,
+            nonce=int(consortium.functions.membershipNonces(account).call()),
+            deadline=deadline,
+        )
+
+    def _sign_join(self, account: str, org_id: int, role: Role) -> JoinSignature | None:
+        """The join signature of an account whose key is in this gateway's keystore, else None."""
+        if self._keystore is None or account not in self._keystore.addresses():
+            return None
+        key = self._keystore.unlock(account)
+        deadline = int(time.time()) + self._join_ttl
+        typed = self.join_typed_data(account, org_id, role, deadline)
+        return JoinSignature(deadline=deadline, signature=sign_join(key, typed))
 
     def revoke(self, actor: str, role: Role, account: str) -> ChainWrite:
         return self._role_change("roles.revoke", "revokeRole", actor, role, account)

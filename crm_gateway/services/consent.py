@@ -34,7 +34,13 @@ from crm_gateway.chain.eip712 import (
     recover_signer,
 )
 from crm_gateway.chain.rawtx import MalformedTransactionError, decode_raw_transaction
-from crm_gateway.indexer.read_model import ConsentChangeView, ConsentDecision, ReadModel
+from crm_gateway.indexer.read_model import (
+    PROCESSING_ANSWERS,
+    ConsentChangeView,
+    ConsentDecision,
+    ProcessingDecision,
+    ReadModel,
+)
 from crm_gateway.pipeline.outbox import ChainWrite
 from crm_gateway.services.access import AccessService, Role
 from crm_gateway.services.consent_access import (
@@ -78,6 +84,36 @@ class ConsentRequiredError(DomainError):
     """The purpose needs the customer's consent, and there is no live one."""
 
     status, slug, title = 403, "consent-required", "Consent required"
+
+
+class PurposeNotUsableError(DomainError):
+    """The reading organisation may not use this purpose (subclasses say why)."""
+
+    status, slug, title = 403, "purpose-not-usable", "Purpose not usable"
+
+
+class UnknownPurposeError(PurposeNotUsableError):
+    slug, title = "unknown-purpose", "Unknown purpose"
+
+
+class PurposeRetiredError(PurposeNotUsableError):
+    slug, title = "purpose-retired", "Purpose retired"
+
+
+class PurposeNotSharedError(PurposeNotUsableError):
+    """Neither controlled by the reading organisation nor shared with it by its controller."""
+
+    slug, title = "purpose-not-shared", "Purpose not shared"
+
+
+_PROCESSING_REFUSALS: dict[str, tuple[type[PurposeNotUsableError], str]] = {
+    "unknown_purpose": (UnknownPurposeError, "purpose {} is not registered"),
+    "purpose_retired": (PurposeRetiredError, "purpose {} is retired"),
+    "purpose_not_shared": (
+        PurposeNotSharedError,
+        "purpose {} is neither controlled by organisation {} nor shared with it",
+    ),
+}
 
 
 @lru_cache(maxsize=4096)
@@ -176,6 +212,9 @@ class ConsentService:
     def _purposes(self) -> Contract:
         return self._contracts[PURPOSES]
 
+    #: The consent policy this is (`services.policy.ConsentPolicy`): the processing rule.
+    policy_name = "processing-rule"
+
     # --- purposes -------------------------------------------------------------------------
 
     def define_purpose(
@@ -199,6 +238,24 @@ class ConsentService:
         return ChainWrite(
             "purposes.update_notice", PURPOSES, "updateNotice", [pid, notice_hash], actor
         )
+
+    def share_purpose(self, actor: str, purpose: str, org_id: int) -> ChainWrite:
+        """Let organisation `org_id` use the purpose (the controller's ORG_ADMIN)."""
+        self._access.require_org_admin(actor)
+        pid = self._known_purpose(purpose)
+        return ChainWrite("purposes.share", PURPOSES, "sharePurpose", [pid, org_id], actor)
+
+    def unshare_purpose(self, actor: str, purpose: str, org_id: int) -> ChainWrite:
+        """Stop letting organisation `org_id` use the purpose (the controller's ORG_ADMIN)."""
+        self._access.require_org_admin(actor)
+        pid = self._known_purpose(purpose)
+        return ChainWrite("purposes.unshare", PURPOSES, "unsharePurpose", [pid, org_id], actor)
+
+    def retire_purpose(self, actor: str, purpose: str) -> ChainWrite:
+        """Retire the purpose for good: no read under it is allowed any more."""
+        self._access.require_org_admin(actor)
+        pid = self._known_purpose(purpose)
+        return ChainWrite("purposes.retire", PURPOSES, "retirePurpose", [pid], actor)
 
     def purposes(self) -> list[dict[str, Any]]:
         return [
@@ -471,35 +528,45 @@ class ConsentService:
             }
         return _decision_json(self._read_model.consent(customer_id, pid, org_id))
 
-    def require_consent(self, customer_id: str, purpose: str, org_id: int) -> None:
-        """Refuse a use of personal data the purpose's lawful basis does not cover."""
+    def may_process(
+        self, customer_id: str, purpose: str, org_id: int, *, consistency: str = "read_model"
+    ) -> dict[str, Any]:
+        """Whether `org_id` may process the customer's data under the purpose now: the read
+        model's answer, or the contract's `mayProcess` with consistency="chain"."""
         pid = purpose_id(purpose)
-        registered = self._read_model.purpose(pid)
-        if registered is None:
-            raise ConsentRequiredError(
-                f"purpose {purpose} is not registered", reason="unknown_purpose"
+        if consistency == "chain":
+            block = int(self._contracts.chain.w3.eth.block_number)
+            ordinal = int(
+                self._ledger.functions.mayProcess(customer_id, pid, org_id).call(
+                    block_identifier=block
+                )
             )
-        if registered.basis != LawfulBasis.CONSENT.value:
-            return
-        decision = self._read_model.consent(customer_id, pid, org_id)
-        if decision.granted:
-            return
-        reasons = {
-            "no_consent": "the customer has not consented to this purpose",
-            "revoked": f"the customer revoked consent at block {decision.block_number}",
-            "expired": f"the consent expired at {decision.expires_at}",
-            "notice_changed": (
-                f"consent was given to notice version {decision.purpose_version}; "
-                f"the purpose is at version {decision.current_purpose_version}"
-            ),
-            "purpose_retired": "the purpose is retired",
-            "unknown_purpose": f"purpose {purpose} is not registered",
+            answer = PROCESSING_ANSWERS[ordinal]
+            return {"allowed": answer == "allowed", "answer": answer, "as_of_block": block}
+        decision = self._read_model.may_process(customer_id, pid, org_id)
+        return {
+            "allowed": decision.allowed,
+            "answer": decision.answer,
+            "as_of_block": decision.as_of_block,
         }
-        raise ConsentRequiredError(
-            reasons.get(decision.reason or "", "no live consent"),
-            reason=decision.reason,
-            as_of_block=decision.as_of_block,
-        )
+
+    def require_consent(self, customer_id: str, purpose: str, org_id: int) -> None:
+        """Refuse a use of personal data the processing rule does not allow (`mayProcess`): the
+        purpose unknown, retired, or not controlled by nor shared with `org_id` (403
+        `unknown-purpose`, `purpose-retired`, `purpose-not-shared`), or its basis consent and no
+        live consent (403 `consent-required`)."""
+        decision = self._read_model.may_process(customer_id, purpose_id(purpose), org_id)
+        if decision.allowed:
+            return
+        refusal = _PROCESSING_REFUSALS.get(decision.answer)
+        if refusal is not None:
+            error, detail = refusal
+            raise error(
+                detail.format(purpose, org_id),
+                reason=decision.answer,
+                as_of_block=decision.as_of_block,
+            )
+        raise _consent_refusal(decision)
 
     def _visible_history(self, reader: ConsentReader, customer_id: str) -> list[ConsentChangeView]:
         """The customer's consent changes that concern the reader's organisation (see
@@ -614,6 +681,25 @@ class ConsentService:
             "as_of_block": self._read_model.as_of_block(),
             "customer_ids": self._read_model.audience(pid, org_id),
         }
+
+
+def _consent_refusal(decision: ProcessingDecision) -> ConsentRequiredError:
+    consent = decision.consent
+    reason = consent.reason if consent is not None else None
+    reasons = {
+        "no_consent": "the customer has not consented to this purpose",
+        "revoked": f"the customer revoked consent at block {consent and consent.block_number}",
+        "expired": f"the consent expired at {consent and consent.expires_at}",
+        "notice_changed": (
+            f"consent was given to notice version {consent and consent.purpose_version}; "
+            f"the purpose is at version {consent and consent.current_purpose_version}"
+        ),
+    }
+    return ConsentRequiredError(
+        reasons.get(reason or "", "no live consent"),
+        reason=reason,
+        as_of_block=decision.as_of_block,
+    )
 
 
 def _decision_json(decision: ConsentDecision) -> dict[str, Any]:

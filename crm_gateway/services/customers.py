@@ -22,7 +22,6 @@ from crm_gateway.chain.contracts import Contracts
 from crm_gateway.customers.profile import CustomerProfile, ProfilePatch
 from crm_gateway.pipeline.outbox import ChainWrite
 from crm_gateway.services.access import AccessService, Role
-from crm_gateway.services.consent import ConsentService
 from crm_gateway.services.errors import (
     ConflictError,
     DomainError,
@@ -30,6 +29,7 @@ from crm_gateway.services.errors import (
     PermissionDeniedError,
 )
 from crm_gateway.services.operations import OperationService, OperationView
+from crm_gateway.services.policy import ConsentPolicy
 from crm_gateway.store import customers as store
 from crm_gateway.store.models import (
     AccessAction,
@@ -142,10 +142,11 @@ class CustomerService:
         gateway_org_id: int,
         phone_region: str,
         signature_ttl_seconds: int,
-        consent: ConsentService | None = None,
+        consent: ConsentPolicy,
         roles: RoleLookup | None = None,
     ) -> None:
-        # Without a consent service (admin tools), reads are not gated by purpose.
+        # Required: the API's is the ConsentService (the processing rule); an admin tool that
+        # returns no personal data passes a named `policy.AllowAll`.
         self._consent = consent
         self._sessions = sessions
         self._contracts = contracts
@@ -485,19 +486,18 @@ class CustomerService:
         self._authorise(
             actor, AccessAction.READ, (Role.DATA_STEWARD, Role.AGENT), customer_id, purpose
         )
-        if self._consent is not None:
-            try:
-                self._consent.require_consent(customer_id, purpose, self._org_id)
-            except DomainError as refusal:
-                self._log(
-                    actor,
-                    AccessAction.READ,
-                    AccessDecision.REFUSED,
-                    customer_id,
-                    purpose,
-                    refusal.detail,
-                )
-                raise
+        try:
+            self._consent.require_consent(customer_id, purpose, self._org_id)
+        except DomainError as refusal:
+            self._log(
+                actor,
+                AccessAction.READ,
+                AccessDecision.REFUSED,
+                customer_id,
+                purpose,
+                refusal.detail,
+            )
+            raise
         with self._sessions() as session:
             record = self._active(session, customer_id, actor=actor, purpose=purpose)
             profile = self._open(record)

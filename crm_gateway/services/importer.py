@@ -111,6 +111,7 @@ from crm_gateway.pipeline.worker import PipelineWorker
 from crm_gateway.services.customers import REGISTRY, Actor, CustomerService, Registration
 from crm_gateway.services.errors import ConflictError, DomainError
 from crm_gateway.services.operations import OperationService
+from crm_gateway.services.policy import IMPORT_POLICY
 from crm_gateway.store import customers as store
 from crm_gateway.store.models import BlindIndexKind, Operation, OperationStatus
 from crm_gateway.vault.blind_index import BlindIndexer
@@ -1147,6 +1148,7 @@ def importer_for(runtime: Runtime) -> CustomerImporter:
         gateway_org_id=settings.gateway_org_id,
         phone_region=settings.default_phone_region,
         signature_ttl_seconds=settings.signature_ttl_seconds,
+        consent=IMPORT_POLICY,
     )
     return CustomerImporter(
         customers=customers,

@@ -686,6 +686,17 @@ class RmPurpose(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class RmPurposeShare(Base):
+    """Projection of the PurposeRegistry's sharing: each organisation a purpose's controller
+    shares it with (`PurposeShared`, removed by `PurposeUnshared`), as `isSharedWith` answers."""
+
+    __tablename__ = "rm_purpose_shares"
+
+    purpose_id: Mapped[str] = mapped_column(String(BYTES32_HEX_LENGTH), primary_key=True)
+    org_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    shared_block: Mapped[int] = mapped_column(BigInteger)
+
+
 class RmConsent(Base):
     """Projection of the ConsentLedger's current state: the last change of each (customer,
     purpose, processor organisation), with the block and transaction that made it. Whether it

@@ -16,7 +16,7 @@ from crm_gateway.api import deps
 from crm_gateway.api.deps import CallerCache, CallerDep
 from crm_gateway.api.errors import install_problem_handlers
 from crm_gateway.config import Settings
-from crm_gateway.security.apikeys import create_api_key, revoke
+from crm_gateway.security.apikeys import AnyKeyAccount, create_api_key, revoke
 from crm_gateway.store.db import make_engine, make_session_factory, session_scope, upgrade_database
 
 ACCOUNT = "0x52908400098527886E0F7030069857D2E4169EE7"
@@ -34,6 +34,7 @@ def setup(tmp_path: Path) -> Iterator[tuple[TestClient, Any, str, str]]:
     app = FastAPI()
     app.state.settings = Settings(database_url=url)
     app.state.session_factory = factory
+    app.state.key_check = AnyKeyAccount()  # no chain here: what is tested is the key cache
     install_problem_handlers(app)
 
     @app.get("/whoami")

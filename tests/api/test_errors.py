@@ -26,7 +26,7 @@ from crm_gateway.api.errors import (
 )
 from crm_gateway.api.schemas import Bytes32Hex, EthAddress, StrictModel
 from crm_gateway.config import Settings
-from crm_gateway.security.apikeys import create_api_key, revoke
+from crm_gateway.security.apikeys import AnyKeyAccount, create_api_key, revoke
 from crm_gateway.store.db import (
     make_engine,
     make_session_factory,
@@ -60,6 +60,7 @@ def build_app(settings_: Settings, session_factory: Any) -> FastAPI:
     app = FastAPI()
     app.state.settings = settings_
     app.state.session_factory = session_factory
+    app.state.key_check = AnyKeyAccount()  # no chain here: what is tested is error rendering
     install_problem_handlers(app)
 
     @app.post("/grants", responses=problem_responses(400, 401, 415, 422))

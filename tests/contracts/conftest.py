@@ -373,6 +373,15 @@ class Chain:
             )
         return receipt
 
+    def grant(self, consortium: Any, role: bytes, account: str, admin: str) -> TxReceipt:
+        """`admin` grants `role` to `account`; an account of no organisation first agrees to join
+        the admin's by its own transaction (`acceptMembership`), as the Consortium requires.
+        `consortium` is the contract or its `functions`. Returns the grant's receipt."""
+        fns = getattr(consortium, "functions", consortium)
+        if fns.organizationOf(account).call() == 0:
+            self.transact(fns.acceptMembership(fns.organizationOf(admin).call()), account)
+        return self.transact(fns.grantRole(role, account), admin)
+
     @staticmethod
     def _replay_failure(replay: Callable[[int], Any], receipt: TxReceipt) -> None:
         replay(receipt["blockNumber"] - 1)  # raises the revert of the failed transaction

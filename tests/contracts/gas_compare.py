@@ -187,8 +187,10 @@ def measure(w3: Web3) -> list[Row]:
     deployer, founder_admin, merchant, steward = run.accounts[:4]
     consortium = run.deploy("Consortium", "founder", founder_admin, 5_001, 3_600)
     roles = consortium.functions
-    run.send(roles.grantRole(roles.MERCHANT().call(), merchant), founder_admin)
-    run.send(roles.grantRole(roles.DATA_STEWARD().call(), steward), founder_admin)
+    members = ((roles.MERCHANT().call(), merchant), (roles.DATA_STEWARD().call(), steward))
+    for role, account in members:
+        run.send(roles.acceptMembership(1), account)  # the account agrees to join organisation 1
+        run.send(roles.grantRole(role, account), founder_admin)
     registry = run.deploy("CustomerRegistry", consortium.address, 172_800)
     loyalty = run.deploy(
         "LoyaltyPoints",

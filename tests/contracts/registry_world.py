@@ -219,10 +219,10 @@ def build_world(module_chain: Any, add_organization: Any, customer_registry_arti
     fns = consortium.functions
     roles = {name: bytes(fns[name]().call()) for name in ["ORG_ADMIN", "DATA_STEWARD", "AGENT"]}
     admins = {1: accounts[1]}
-    chain.transact(fns.grantRole(roles["DATA_STEWARD"], accounts[2]), accounts[1])
+    chain.grant(fns, roles["DATA_STEWARD"], accounts[2], accounts[1])
     assert add_organization(chain, consortium, admins, "partner", accounts[3]) == 2
-    chain.transact(fns.grantRole(roles["DATA_STEWARD"], accounts[4]), accounts[3])
-    chain.transact(fns.grantRole(roles["AGENT"], accounts[6]), accounts[1])
+    chain.grant(fns, roles["DATA_STEWARD"], accounts[4], accounts[3])
+    chain.grant(fns, roles["AGENT"], accounts[6], accounts[1])
     registry, receipt = chain.deploy_artifact(
         customer_registry_artifact, consortium.address, RECOVERY_DELAY
     )

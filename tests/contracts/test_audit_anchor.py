@@ -95,10 +95,10 @@ def base_world(module_chain, add_organization, anchor_artifact) -> World:
     consortium, _ = chain.deploy()
     fns = consortium.functions
     auditor, steward = (bytes(fns[name]().call()) for name in ("AUDITOR", "DATA_STEWARD"))
-    chain.transact(fns.grantRole(auditor, accounts[2]), accounts[1])
-    chain.transact(fns.grantRole(steward, accounts[4]), accounts[1])
+    chain.grant(fns, auditor, accounts[2], accounts[1])
+    chain.grant(fns, steward, accounts[4], accounts[1])
     assert add_organization(chain, consortium, {1: accounts[1]}, "partner", accounts[3]) == 2
-    chain.transact(fns.grantRole(auditor, accounts[5]), accounts[3])
+    chain.grant(fns, auditor, accounts[5], accounts[3])
     anchor, _ = chain.deploy_artifact(anchor_artifact, consortium.address)
     return World(chain, consortium, anchor, accounts)
 
@@ -234,3 +234,44 @@ def test_anchoring_costs_the_same_whatever_the_batch_size(world):
     assert 0 < gas[1] - gas[1_000] < 60_000
     assert gas[65_536] < 120_000
     print(f"\nAuditAnchor.anchor gas: first batch {gas[1]}, later batches {gas[65_536]}")
+
+
+def test_an_org_admin_supersedes_a_bogus_batch_run_ahead_of_the_log(world):
+    """A misbehaving AUDITOR anchors entries far ahead of the log; no honest batch continues it
+    until the organisation's ORG_ADMIN supersedes the bogus batches, newest first."""
+    honest = tree_of(1, 10)
+    world.put(honest, 1, 10)
+    bogus = tree_of(11, 11)
+    world.send(world.fns.anchor(bogus.root, 11, 10**9, 10**9 - 10), world.auditor1)
+    world.send(world.fns.anchor(bogus.root, 10**9 + 1, 10**9 + 1, 1), world.auditor1)
+    with world.reverts("NonContiguousBatch", 1, 10**9 + 2, 11):
+        world.put(tree_of(11, 20), 11, 20)
+
+    admin1, admin2 = world.accounts[1], world.accounts[3]
+    org_admin = keccak(text="ORG_ADMIN")
+    with world.reverts("AccessControlUnauthorizedAccount", world.auditor1, org_admin):
+        world.send(world.fns.supersedeBatch(3), world.auditor1)  # the auditor cannot undo
+    with world.reverts("NotBatchOrganization", 3, 2):
+        world.send(world.fns.supersedeBatch(3), admin2)  # nor another organisation's admin
+    with world.reverts("NotLatestBatch", 2, 3):
+        world.send(world.fns.supersedeBatch(2), admin1)  # newest first
+    with world.reverts("UnknownBatch", 9):
+        world.send(world.fns.supersedeBatch(9), admin1)
+
+    assert world.fns.verify(2, bogus.root, []).call()
+    receipt = world.send(world.fns.supersedeBatch(3), admin1)
+    assert world.chain.events(world.anchor, "BatchSuperseded", receipt) == [
+        {"batchId": 3, "orgId": 1, "admin": admin1, "lastAnchoredSeq": 10**9}
+    ]
+    world.send(world.fns.supersedeBatch(2), admin1)
+    assert world.fns.lastAnchoredSeq(1).call() == 10
+    assert world.fns.lastBatchOf(1).call() == 1
+    assert world.fns.superseded(2).call()
+    assert world.fns.superseded(3).call()
+    assert not world.fns.superseded(1).call()
+    with world.reverts("NotLatestBatch", 2, 1):
+        world.send(world.fns.supersedeBatch(2), admin1)  # once only
+    # A superseded batch proves nothing any more; the honest log continues.
+    assert not world.fns.verify(2, bogus.root, []).call()  # a one-leaf tree: the root is the leaf
+    assert world.anchored(world.put(tree_of(11, 20), 11, 20))["batchId"] == 4
+    assert world.fns.lastBatchOf(1).call() == 4

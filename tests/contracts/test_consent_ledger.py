@@ -308,8 +308,8 @@ def base_world(module_chain, add_organization, artifacts) -> World:
     cfns = consortium.functions
     roles = {name: bytes(cfns[name]().call()) for name in ["ORG_ADMIN", "DATA_STEWARD", "RELAYER"]}
     admins = {1: accounts[1]}
-    chain.transact(cfns.grantRole(roles["DATA_STEWARD"], accounts[2]), accounts[1])
-    chain.transact(cfns.grantRole(roles["RELAYER"], accounts[4]), accounts[1])
+    chain.grant(cfns, roles["DATA_STEWARD"], accounts[2], accounts[1])
+    chain.grant(cfns, roles["RELAYER"], accounts[4], accounts[1])
     assert add_organization(chain, consortium, admins, "partner", accounts[3]) == 2
     registry, _ = chain.deploy_artifact(
         artifacts["CustomerRegistry"], consortium.address, RECOVERY_DELAY
@@ -468,10 +468,7 @@ def test_update_notice_moves_to_the_next_version_and_retire_ends_the_purpose(wor
         world.timestamp(receipt),
     )
     # Any ORG_ADMIN of the controller organisation may act.
-    world.chain.transact(
-        world.consortium.functions.grantRole(world.roles["ORG_ADMIN"], world.outsider),
-        world.admin1,
-    )
+    world.chain.grant(world.consortium, world.roles["ORG_ADMIN"], world.outsider, world.admin1)
     receipt = world.send(pfns.retirePurpose(EMAIL), world.outsider)
     assert world.events("PurposeRetired", receipt, world.purposes) == [
         {"purposeId": EMAIL, "controllerOrg": 1, "version": 2}
@@ -784,9 +781,7 @@ def test_only_relayers_in_force_submit_signed_changes(world):
 
     # A relayer of organisation 2 stops when its organisation is suspended.
     partner_relayer = world.accounts[6]
-    world.chain.transact(
-        world.consortium.functions.grantRole(relayer, partner_relayer), world.admin2
-    )
+    world.chain.grant(world.consortium, relayer, partner_relayer, world.admin2)
     assert single.call({"from": partner_relayer}) == world.digest(change)
     world.suspend(2)
     with world.reverts("AccessControlUnauthorizedAccount", partner_relayer, relayer):

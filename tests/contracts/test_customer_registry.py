@@ -634,7 +634,7 @@ def test_holders_beyond_one_storage_word_are_kept_and_removed_correctly(
     accounts = world.accounts
     for admin in (accounts[5], accounts[7], accounts[8], accounts[9]):
         org_id = world.add_org(f"org-{admin[-4:]}", admin)
-        world.chain.transact(consortium.grantRole(world.roles["DATA_STEWARD"], admin), admin)
+        world.chain.grant(consortium, world.roles["DATA_STEWARD"], admin, admin)
         stewards[org_id] = admin
     for org_id, steward in stewards.items():
         world.send(fns.register(cid("alice"), commit(f"alice@{org_id}")), steward)

@@ -100,7 +100,7 @@ def test_replayed_approval_is_refused(chain, consortium, accounts, roles, add_or
     fns = consortium.functions
     add_org("org-2", accounts[2])
     add_org("org-3", accounts[3])
-    chain.transact(fns.grantRole(roles["ORG_ADMIN"], accounts[5]), accounts[1])
+    chain.grant(fns, roles["ORG_ADMIN"], accounts[5], accounts[1])
     proposal_id = propose(chain, consortium, fns.proposeThresholdChange(10_000), accounts[1])
 
     with chain.reverts("AlreadyApproved", proposal_id, 1):
@@ -165,7 +165,7 @@ def test_unknown_proposal(chain, consortium, accounts):
 
 def test_only_org_admins_take_part(chain, consortium, accounts, roles):
     fns = consortium.functions
-    chain.transact(fns.grantRole(roles["AGENT"], accounts[5]), accounts[1])
+    chain.grant(fns, roles["AGENT"], accounts[5], accounts[1])
     proposal_id = propose(chain, consortium, fns.proposeThresholdChange(10_000), accounts[1])
     for caller in (accounts[0], accounts[5], accounts[7]):  # consortium admin, member, outsider
         with chain.reverts("NotOrganizationAdmin", caller):

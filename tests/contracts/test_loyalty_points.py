@@ -253,8 +253,8 @@ def base_world(module_chain, add_organization, customer_registry_artifact, decod
     assert add_organization(chain, consortium, admins, "partner", accounts[3]) == 2
     assert add_organization(chain, consortium, admins, "shop", accounts[5]) == 3
     for org_admin, merchant in ((1, 2), (3, 4), (5, 6)):
-        chain.transact(fns.grantRole(roles["MERCHANT"], accounts[merchant]), accounts[org_admin])
-    chain.transact(fns.grantRole(roles["DATA_STEWARD"], accounts[7]), accounts[1])
+        chain.grant(fns, roles["MERCHANT"], accounts[merchant], accounts[org_admin])
+    chain.grant(fns, roles["DATA_STEWARD"], accounts[7], accounts[1])
     registry, _ = chain.deploy_artifact(customer_registry_artifact, consortium.address, 172_800)
     loyalty = artifact("LoyaltyPoints")
     tokens = {
@@ -836,9 +836,7 @@ def test_totals_are_kept_per_merchant_organisation(world):
     world.send(fns.redeem(a.address, 50, CHECKOUT), world.merchants[1])
     # A second merchant account of organisation 3 adds to the same organisation's totals.
     second = world.accounts[8]
-    world.send(
-        world.consortium.functions.grantRole(world.roles["MERCHANT"], second), world.org_admins[3]
-    )
+    world.chain.grant(world.consortium, world.roles["MERCHANT"], second, world.org_admins[3])
     world.send_as(a, fns.approve(second, 10))
     world.send(fns.redeem(a.address, 10, CHECKOUT), second)
 

@@ -92,7 +92,7 @@ def test_org_admin_grants_role_to_new_member(chain, consortium, accounts, roles)
     fns = consortium.functions
     founder, agent = accounts[1], accounts[5]
 
-    receipt = chain.transact(fns.grantRole(roles["AGENT"], agent), founder)
+    receipt = chain.grant(fns, roles["AGENT"], agent, founder)
 
     assert chain.event_names(consortium, receipt) == ["MemberAdded", "RoleGranted"]
     assert chain.events(consortium, "MemberAdded", receipt) == [{"orgId": 1, "account": agent}]
@@ -106,20 +106,20 @@ def test_org_admin_grants_role_to_new_member(chain, consortium, accounts, roles)
     assert fns.getRoleMembers(roles["AGENT"]).call() == [agent]
 
     # A second role for an existing member: no new membership.
-    receipt = chain.transact(fns.grantRole(roles["MARKETER"], agent), founder)
+    receipt = chain.grant(fns, roles["MARKETER"], agent, founder)
     assert chain.event_names(consortium, receipt) == ["RoleGranted"]
 
     # Granting a held role again changes nothing and emits nothing.
-    receipt = chain.transact(fns.grantRole(roles["MARKETER"], agent), founder)
+    receipt = chain.grant(fns, roles["MARKETER"], agent, founder)
     assert chain.event_names(consortium, receipt) == []
 
 
 def test_org_admin_can_appoint_another_org_admin(chain, consortium, accounts, roles):
     fns = consortium.functions
-    chain.transact(fns.grantRole(roles["ORG_ADMIN"], accounts[5]), accounts[1])
+    chain.grant(fns, roles["ORG_ADMIN"], accounts[5], accounts[1])
     assert fns.organizationAdminCount(1).call() == 2
     # The new admin acts for the same organisation.
-    chain.transact(fns.grantRole(roles["AUDITOR"], accounts[6]), accounts[5])
+    chain.grant(fns, roles["AUDITOR"], accounts[6], accounts[5])
     assert fns.organizationOf(accounts[6]).call() == 1
 
 
@@ -128,7 +128,7 @@ def test_every_named_role_except_consortium_admin_is_delegable(chain, consortium
     for name, role in roles.items():
         if name == "CONSORTIUM_ADMIN":
             continue
-        chain.transact(fns.grantRole(role, accounts[5]), accounts[1])
+        chain.grant(fns, role, accounts[5], accounts[1])
         assert fns.hasRole(role, accounts[5]).call()
         assert fns.getRoleAdmin(role).call() == roles["ORG_ADMIN"]
     assert fns.getRoleAdmin(roles["CONSORTIUM_ADMIN"]).call() == DEFAULT_ADMIN_ROLE
@@ -137,7 +137,7 @@ def test_every_named_role_except_consortium_admin_is_delegable(chain, consortium
 def test_grant_to_account_of_other_org_is_refused(chain, consortium, accounts, roles, add_org):
     fns = consortium.functions
     org2 = add_org("merchant-co", accounts[2])
-    chain.transact(fns.grantRole(roles["MERCHANT"], accounts[6]), accounts[2])
+    chain.grant(fns, roles["MERCHANT"], accounts[6], accounts[2])
 
     with chain.reverts("AccountInOtherOrganization", accounts[6], org2):
         fns.grantRole(roles["AGENT"], accounts[6]).transact({"from": accounts[1]})
@@ -149,7 +149,7 @@ def test_grant_to_account_of_other_org_is_refused(chain, consortium, accounts, r
 
 def test_non_admin_cannot_grant_or_revoke(chain, consortium, accounts, roles):
     fns = consortium.functions
-    chain.transact(fns.grantRole(roles["AGENT"], accounts[5]), accounts[1])
+    chain.grant(fns, roles["AGENT"], accounts[5], accounts[1])
 
     # A member without ORG_ADMIN, an outsider, and the consortium admin.
     for caller in (accounts[5], accounts[7], accounts[0]):
@@ -180,7 +180,7 @@ def test_zero_address_is_refused(chain, consortium, accounts, roles):
 def test_suspended_org_admin_is_refused(chain, consortium, accounts, roles, add_org):
     fns = consortium.functions
     org2 = add_org("merchant-co", accounts[2])
-    chain.transact(fns.grantRole(roles["MERCHANT"], accounts[6]), accounts[2])
+    chain.grant(fns, roles["MERCHANT"], accounts[6], accounts[2])
     proposal = chain.transact(fns.proposeSuspendOrganization(org2), accounts[1])
     proposal_id = chain.events(consortium, "ProposalCreated", proposal)[0]["proposalId"]
     chain.transact(fns.approve(proposal_id), accounts[2])  # two active orgs: both must approve
@@ -207,8 +207,8 @@ def test_suspended_org_admin_is_refused(chain, consortium, accounts, roles, add_
 def test_revoking_last_role_removes_membership(chain, consortium, accounts, roles):
     fns = consortium.functions
     founder, member = accounts[1], accounts[5]
-    chain.transact(fns.grantRole(roles["AGENT"], member), founder)
-    chain.transact(fns.grantRole(roles["AUDITOR"], member), founder)
+    chain.grant(fns, roles["AGENT"], member, founder)
+    chain.grant(fns, roles["AUDITOR"], member, founder)
 
     receipt = chain.transact(fns.revokeRole(roles["AGENT"], member), founder)
     assert chain.event_names(consortium, receipt) == ["RoleRevoked"]
@@ -231,9 +231,9 @@ def test_revoking_last_role_removes_membership(chain, consortium, accounts, role
 def test_former_member_may_join_another_org(chain, consortium, accounts, roles, add_org):
     fns = consortium.functions
     org2 = add_org("merchant-co", accounts[2])
-    chain.transact(fns.grantRole(roles["AGENT"], accounts[5]), accounts[1])
+    chain.grant(fns, roles["AGENT"], accounts[5], accounts[1])
     chain.transact(fns.revokeRole(roles["AGENT"], accounts[5]), accounts[1])
-    receipt = chain.transact(fns.grantRole(roles["MERCHANT"], accounts[5]), accounts[2])
+    receipt = chain.grant(fns, roles["MERCHANT"], accounts[5], accounts[2])
     assert chain.events(consortium, "MemberAdded", receipt) == [
         {"orgId": org2, "account": accounts[5]}
     ]
@@ -248,7 +248,7 @@ def test_last_org_admin_cannot_be_revoked_or_renounced(chain, consortium, accoun
         fns.renounceRole(roles["ORG_ADMIN"], founder).transact({"from": founder})
 
     # With a second admin, either may go.
-    chain.transact(fns.grantRole(roles["ORG_ADMIN"], accounts[5]), founder)
+    chain.grant(fns, roles["ORG_ADMIN"], accounts[5], founder)
     receipt = chain.transact(fns.renounceRole(roles["ORG_ADMIN"], founder), founder)
     assert chain.event_names(consortium, receipt) == ["RoleRevoked", "MemberRemoved"]
     assert fns.organizationAdminCount(1).call() == 1
@@ -260,7 +260,7 @@ def test_last_org_admin_cannot_be_revoked_or_renounced(chain, consortium, accoun
 
 def test_org_admin_revokes_another_admin(chain, consortium, accounts, roles):
     fns = consortium.functions
-    chain.transact(fns.grantRole(roles["ORG_ADMIN"], accounts[5]), accounts[1])
+    chain.grant(fns, roles["ORG_ADMIN"], accounts[5], accounts[1])
     chain.transact(fns.revokeRole(roles["ORG_ADMIN"], accounts[1]), accounts[5])
     assert not fns.hasRole(roles["ORG_ADMIN"], accounts[1]).call()
     assert fns.organizationAdminCount(1).call() == 1
@@ -269,7 +269,7 @@ def test_org_admin_revokes_another_admin(chain, consortium, accounts, roles):
 
 def test_member_renounces_role(chain, consortium, accounts, roles):
     fns = consortium.functions
-    chain.transact(fns.grantRole(roles["RELAYER"], accounts[5]), accounts[1])
+    chain.grant(fns, roles["RELAYER"], accounts[5], accounts[1])
     with chain.reverts("AccessControlBadConfirmation"):
         fns.renounceRole(roles["RELAYER"], accounts[1]).transact({"from": accounts[5]})
     receipt = chain.transact(fns.renounceRole(roles["RELAYER"], accounts[5]), accounts[5])

@@ -13,7 +13,7 @@ def allowed(consortium, sender, target=ZERO, payload=b"") -> bool:
 
 def test_members_non_members_and_consortium_admin(chain, consortium, accounts, roles):
     fns = consortium.functions
-    chain.transact(fns.grantRole(roles["AGENT"], accounts[5]), accounts[1])
+    chain.grant(fns, roles["AGENT"], accounts[5], accounts[1])
 
     assert allowed(consortium, accounts[1])  # founder org admin
     assert allowed(consortium, accounts[5])  # member with a delegated role
@@ -27,7 +27,7 @@ def test_members_non_members_and_consortium_admin(chain, consortium, accounts, r
 
 def test_revoking_last_role_revokes_permission(chain, consortium, accounts, roles):
     fns = consortium.functions
-    chain.transact(fns.grantRole(roles["AGENT"], accounts[5]), accounts[1])
+    chain.grant(fns, roles["AGENT"], accounts[5], accounts[1])
     chain.transact(fns.revokeRole(roles["AGENT"], accounts[5]), accounts[1])
     assert not allowed(consortium, accounts[5])
 
@@ -37,7 +37,7 @@ def test_suspended_members_are_refused_until_reactivated(
 ):
     fns = consortium.functions
     org2 = add_org("merchant-co", accounts[2])
-    chain.transact(fns.grantRole(roles["MERCHANT"], accounts[6]), accounts[2])
+    chain.grant(fns, roles["MERCHANT"], accounts[6], accounts[2])
     assert allowed(consortium, accounts[6])
 
     suspend = chain.transact(fns.proposeSuspendOrganization(org2), accounts[1])

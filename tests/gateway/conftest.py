@@ -115,6 +115,34 @@ __all__ = ["AccessService", "Role", "add_organization", "events", "wait_for"]
 
 
 @pytest.fixture
+def gateway_of(runtime: Runtime) -> Iterator[Callable[[int], TestClient]]:
+    """A client of organisation `org_id`'s own gateway: a key is in force only at the gateway of
+    its organisation, so another organisation's admin takes part through its own. Here it shares
+    this runtime's chain, store and workers (started by `client`), with its key check serving
+    `org_id`; tests that need organisations apart run two processes (tests/e2e)."""
+    from crm_gateway.api.deps import chain_confirmation
+    from crm_gateway.security.apikeys import KeyAccountCheck
+
+    opened: list[TestClient] = []
+    quiet = runtime.settings.model_copy(
+        update={"pipeline_enabled": False, "indexer_enabled": False, "audit_anchor_enabled": False}
+    )
+
+    def make(org_id: int) -> TestClient:
+        other = TestClient(create_app(quiet, runtime=runtime), raise_server_exceptions=False)
+        other.__enter__()
+        other.app.state.key_check = KeyAccountCheck(  # type: ignore[attr-defined]
+            runtime.read_model, org_id, chain_confirmation(runtime)
+        )
+        opened.append(other)
+        return other
+
+    yield make
+    for other in opened:
+        other.__exit__(None, None, None)
+
+
+@pytest.fixture
 def role_key(
     client: TestClient,
     admin_headers: dict[str, str],

@@ -363,7 +363,7 @@ def test_audit_anchor_command_anchors_and_reports_gas(
     auditor = runtime.keystore.add(Account.create()).address
     runtime.chain.dev_fund(auditor, 10**20)
     operations = OperationService(runtime.session_factory, runtime.pipeline)
-    write = AccessService(runtime.contracts).grant(
+    write = AccessService(runtime.contracts, keystore=runtime.keystore).grant(
         str(runtime.contracts.record.deployer), Role.AUDITOR, auditor
     )
     view, _ = operations.submit(write, api_key_id=None, idempotency_key=None, payload=write.args)

@@ -520,6 +520,7 @@ def _three_merchants(
     admin_headers: dict[str, str],
     issue_key: Callable[[int, str, str], str],
     new_signer: Callable[[], str],
+    gateway_of: Callable[[int], TestClient],
 ) -> dict[int, LocalAccount]:
     """Organisations 2 and 3 (the third approved by both), a MERCHANT key in each of the three."""
     client = world.client
@@ -535,8 +536,9 @@ def _three_merchants(
     )
     proposal_id = events(proposed.json(), "ProposalCreated")[0]["proposalId"]
     approval = f"/v1/orgs/proposals/{proposal_id}/approvals?wait=true"
-    assert client.post(approval, headers=admins[partner]).status_code == 200
-    executed = client.post(
+    partner_gateway = gateway_of(partner)
+    assert partner_gateway.post(approval, headers=admins[partner]).status_code == 200
+    executed = partner_gateway.post(
         f"/v1/orgs/proposals/{proposal_id}/execution?wait=true", headers=admins[partner]
     )
     shop = int(events(executed.json(), "OrganizationAdded")[0]["orgId"])
@@ -545,7 +547,8 @@ def _three_merchants(
     for org_id, headers in admins.items():
         account = world.runtime.keystore.add(Account.create())
         world.runtime.chain.dev_fund(account.address, 10**20)
-        granted = client.post(
+        gateway = client if org_id == 1 else gateway_of(org_id)
+        granted = gateway.post(
             "/v1/roles/grants?wait=true",
             json={"role": "MERCHANT", "account": account.address},
             headers=headers,
@@ -588,6 +591,7 @@ def travel(runtime: Runtime, moment: datetime) -> None:
     "gateway_chain", ["embedded", pytest.param("anvil", marks=pytest.mark.anvil)], indirect=True
 )
 def test_settlement_of_1000_events_of_three_merchants_equals_the_events(
+    gateway_of: Callable[[int], TestClient],
     coalition: Coalition,
     admin_headers: dict[str, str],
     issue_key: Callable[[int, str, str], str],
@@ -600,7 +604,7 @@ def test_settlement_of_1000_events_of_three_merchants_equals_the_events(
     model's balances, now and at a past block, equal `balanceOf`."""
     world, token = coalition, coalition.token
     w3 = world.runtime.chain.w3
-    merchants = _three_merchants(world, admin_headers, issue_key, new_signer)
+    merchants = _three_merchants(world, admin_headers, issue_key, new_signer, gateway_of)
     people = [world.person(f"shopper{i}") for i in range(4)]
     for person in people:
         for merchant in merchants.values():

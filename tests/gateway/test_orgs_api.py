@@ -30,6 +30,7 @@ def test_adding_a_second_organisation_then_a_third_needs_both(
     admin_headers: dict[str, str],
     issue_key: Callable[[int, str, str], str],
     new_signer: Callable[[], str],
+    gateway_of: Callable[[int], TestClient],
 ) -> None:
     merchant_admin = new_signer()
     merchant = add_organization(client, admin_headers, "merchant", merchant_admin)
@@ -63,12 +64,13 @@ def test_adding_a_second_organisation_then_a_third_needs_both(
         "args": {"proposalId": proposal_id, "orgId": 1},
     }
 
-    approved = client.post(
+    merchant_gateway = gateway_of(merchant)
+    approved = merchant_gateway.post(
         f"/v1/orgs/proposals/{proposal_id}/approvals?wait=true", headers=merchant_headers
     )
     assert approved.status_code == 200
     assert events(approved.json(), "ProposalApproved")[0]["approvals"] == 2
-    executed = client.post(
+    executed = merchant_gateway.post(
         f"/v1/orgs/proposals/{proposal_id}/execution?wait=true", headers=merchant_headers
     )
     assert executed.status_code == 200
@@ -85,6 +87,7 @@ def test_suspending_an_organisation_takes_its_roles_away(
     admin_headers: dict[str, str],
     issue_key: Callable[[int, str, str], str],
     new_signer: Callable[[], str],
+    gateway_of: Callable[[int], TestClient],
 ) -> None:
     partner_admin = new_signer()
     partner = add_organization(client, admin_headers, "partner", partner_admin)
@@ -95,14 +98,17 @@ def test_suspending_an_organisation_takes_its_roles_away(
         headers=admin_headers,
     ).json()
     proposal_id = events(proposed, "ProposalCreated")[0]["proposalId"]
-    client.post(f"/v1/orgs/proposals/{proposal_id}/approvals?wait=true", headers=partner_headers)
+    partner_gateway = gateway_of(partner)
+    partner_gateway.post(
+        f"/v1/orgs/proposals/{proposal_id}/approvals?wait=true", headers=partner_headers
+    )
     executed = client.post(
         f"/v1/orgs/proposals/{proposal_id}/execution?wait=true", headers=admin_headers
     )
     assert events(executed.json(), "OrganizationSuspended") == [{"orgId": partner}]
 
     assert client.get(f"/v1/orgs/{partner}", headers=admin_headers).json()["active"] is False
-    refused = client.post(
+    refused = partner_gateway.post(
         "/v1/roles/grants",
         json={"role": "AGENT", "account": Account.create().address},
         headers=partner_headers,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from eth_account import Account
@@ -16,10 +17,26 @@ from tests.gateway.conftest import add_organization, events, wait_for
 def test_grant_answers_202_then_confirms_on_chain(
     client: TestClient, admin_headers: dict[str, str], runtime: Runtime
 ) -> None:
-    steward = Account.create().address
-    response = client.post(
+    """An account whose key the gateway does not hold joins with its own wallet's signature."""
+    wallet = Account.create()
+    steward = wallet.address
+    refused = client.post(
         "/v1/roles/grants", json={"role": "DATA_STEWARD", "account": steward}, headers=admin_headers
     )
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error"]["name"] == "MembershipNotAccepted"
+    deadline = int(time.time()) + 600
+    typed = AccessService(runtime.contracts).join_typed_data(
+        steward, 1, Role.DATA_STEWARD, deadline
+    )
+    signature = Account.sign_typed_data(wallet.key, full_message=typed).signature
+    body = {
+        "role": "DATA_STEWARD",
+        "account": steward,
+        "deadline": deadline,
+        "signature": "0x" + bytes(signature).hex(),
+    }
+    response = client.post("/v1/roles/grants", json=body, headers=admin_headers)
     assert response.status_code == 202, response.text
     operation = response.json()
     assert response.headers["Location"] == f"/v1/operations/{operation['id']}"
@@ -45,9 +62,9 @@ def test_grant_answers_202_then_confirms_on_chain(
 
 
 def test_wait_true_answers_with_the_receipt(
-    client: TestClient, admin_headers: dict[str, str]
+    client: TestClient, admin_headers: dict[str, str], new_signer: Callable[[], str]
 ) -> None:
-    agent = Account.create().address
+    agent = new_signer()
     response = client.post(
         "/v1/roles/grants?wait=true",
         json={"role": "AGENT", "account": agent},
@@ -59,9 +76,12 @@ def test_wait_true_answers_with_the_receipt(
 
 
 def test_idempotency_key_replays_the_same_operation_and_writes_once(
-    client: TestClient, admin_headers: dict[str, str], runtime: Runtime
+    client: TestClient,
+    admin_headers: dict[str, str],
+    runtime: Runtime,
+    new_signer: Callable[[], str],
 ) -> None:
-    body = {"role": "MARKETER", "account": Account.create().address}
+    body = {"role": "MARKETER", "account": new_signer()}
     headers = {**admin_headers, "Idempotency-Key": "grant-marketer-1"}
     first = client.post("/v1/roles/grants?wait=true", json=body, headers=headers)
     again = client.post("/v1/roles/grants?wait=true", json=body, headers=headers)
@@ -82,8 +102,9 @@ def test_a_key_without_org_admin_is_refused_before_anything_is_queued(
     admin_headers: dict[str, str],
     issue_key: Callable[[int, str, str], str],
     runtime: Runtime,
+    new_signer: Callable[[], str],
 ) -> None:
-    steward = Account.create().address
+    steward = new_signer()
     client.post(
         "/v1/roles/grants?wait=true",
         json={"role": "DATA_STEWARD", "account": steward},
@@ -92,7 +113,7 @@ def test_a_key_without_org_admin_is_refused_before_anything_is_queued(
     steward_headers = {"X-API-Key": issue_key(1, steward, "DATA_STEWARD")}
     response = client.post(
         "/v1/roles/grants",
-        json={"role": "AGENT", "account": Account.create().address},
+        json={"role": "AGENT", "account": new_signer()},
         headers=steward_headers,
     )
     assert response.status_code == 403
@@ -114,11 +135,11 @@ def test_granting_to_another_organisations_account_is_refused(
 
 
 def test_consortium_admin_is_not_delegable(
-    client: TestClient, admin_headers: dict[str, str]
+    client: TestClient, admin_headers: dict[str, str], new_signer: Callable[[], str]
 ) -> None:
     response = client.post(
         "/v1/roles/grants",
-        json={"role": "CONSORTIUM_ADMIN", "account": Account.create().address},
+        json={"role": "CONSORTIUM_ADMIN", "account": new_signer()},
         headers=admin_headers,
     )
     assert response.status_code == 422
@@ -152,9 +173,12 @@ def test_a_contract_refusal_is_decoded_into_the_operation(
 
 
 def test_role_listing_filters_by_organisation_and_role(
-    client: TestClient, admin_headers: dict[str, str], founder_admin: str
+    client: TestClient,
+    admin_headers: dict[str, str],
+    founder_admin: str,
+    new_signer: Callable[[], str],
 ) -> None:
-    auditor = Account.create().address
+    auditor = new_signer()
     client.post(
         "/v1/roles/grants?wait=true",
         json={"role": "AUDITOR", "account": auditor},
@@ -178,9 +202,12 @@ def test_operations_of_another_organisation_are_invisible(
     other_org = add_organization(client, admin_headers, "service-provider", other_admin)
     operation = client.post(
         "/v1/roles/grants",
-        json={"role": "AGENT", "account": Account.create().address},
+        json={"role": "AGENT", "account": new_signer()},
         headers=admin_headers,
     ).json()
+    # This gateway serves organisation 1: a key of another organisation is not in force here.
     other_headers = {"X-API-Key": issue_key(other_org, other_admin, "ORG_ADMIN")}
-    assert client.get(f"/v1/operations/{operation['id']}", headers=other_headers).status_code == 404
+    refused = client.get(f"/v1/operations/{operation['id']}", headers=other_headers)
+    assert refused.status_code == 403
+    assert refused.json()["type"].endswith("/api-key-not-in-force")
     assert client.get(f"/v1/operations/{operation['id']}", headers=admin_headers).status_code == 200

@@ -22,6 +22,7 @@ from web3 import Web3
 from web3.contract.contract import ContractFunction
 from web3.types import TxReceipt
 
+from crm_gateway.chain.membership import join_organization_typed_data, sign_join
 from crm_gateway.config import ChainKind, Settings
 from crm_gateway.indexer import ChainIndexer, ReadModel
 from crm_gateway.runtime import Runtime, build_runtime
@@ -62,6 +63,7 @@ class ChainWriter:
     runtime: Runtime
     deployer: LocalAccount
     counter: int = field(default=0)
+    keys: dict[str, LocalAccount] = field(default_factory=dict)
 
     @property
     def w3(self) -> Web3:
@@ -103,9 +105,42 @@ class ChainWriter:
     def registry(self) -> Any:
         return self.runtime.contracts["CustomerRegistry"]
 
-    def grant(self, role_name: str, account: str | None = None) -> TxReceipt:
-        account = account or Account.create().address
-        return self.send(self.consortium().functions.grantRole(role(role_name), account))
+    def grant(
+        self, role_name: str, account: str | None = None, signer: LocalAccount | None = None
+    ) -> TxReceipt:
+        """`signer` (default: the deployer, ORG_ADMIN of organisation 1) grants the role; an
+        account of no organisation joins with its own signature (a new key by default, or one
+        `funded_account` made)."""
+        return self.send(self.grant_call(role_name, account, signer), signer)
+
+    def grant_call(
+        self, role_name: str, account: str | None = None, signer: LocalAccount | None = None
+    ) -> ContractFunction:
+        """The grant `signer` sends: `grantRoleBySig` with the account's own JoinOrganization
+        signature when it joins (its key must be one this writer made), else `grantRole`."""
+        if account is None:
+            account = self._remember(Account.create()).address
+        functions = self.consortium().functions
+        if int(functions.organizationOf(account).call()) != 0:
+            return functions.grantRole(role(role_name), account)
+        admin = signer or self.deployer
+        org_id = int(functions.organizationOf(admin.address).call())
+        deadline = int(time.time()) + 3600
+        typed = join_organization_typed_data(
+            chain_id=int(self.w3.eth.chain_id),
+            consortium=self.consortium().address,
+            account=account,
+            org_id=org_id,
+            role=role(role_name),
+            nonce=int(functions.membershipNonces(account).call()),
+            deadline=deadline,
+        )
+        signature = sign_join(self.keys[account], typed)
+        return functions.grantRoleBySig(role(role_name), account, deadline, signature)
+
+    def _remember(self, key: LocalAccount) -> LocalAccount:
+        self.keys[key.address] = key
+        return key
 
     def revoke(self, role_name: str, account: str) -> TxReceipt:
         return self.send(self.consortium().functions.revokeRole(role(role_name), account))
@@ -134,7 +169,7 @@ class ChainWriter:
         return self.send(self.registry().functions.erase(customer_id))
 
     def funded_account(self) -> LocalAccount:
-        account: LocalAccount = Account.create()
+        account: LocalAccount = self._remember(Account.create())
         self.runtime.chain.dev_fund(account.address, 10**20)
         return account
 

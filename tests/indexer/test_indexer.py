@@ -180,7 +180,7 @@ def test_suspension_makes_roles_inactive_and_reactivation_restores_them(
     )
     writer.send(consortium.execute(proposal["proposalId"]))
     agent = writer.funded_account()
-    writer.send(consortium.grantRole(role_id("AGENT"), agent.address), signer=second)
+    writer.grant("AGENT", agent.address, signer=second)
 
     indexer = new_indexer()
     read_model = runtime.read_model

@@ -186,7 +186,7 @@ def test_migrations_reach_head_and_match_the_models(db_url: str) -> None:
     try:
         assert database_revision(engine) is None
         upgrade_database(db_url)
-        assert database_revision(engine) == head_revision() == "0009"
+        assert database_revision(engine) == head_revision() == "0010"
         assert set(inspect(engine).get_table_names()) >= TABLES
         with engine.connect() as connection:
             context = MigrationContext.configure(connection, opts={"compare_type": True})

@@ -13,6 +13,7 @@ from crm_gateway.api.deps import Caller, CallerDep
 from crm_gateway.api.routers.loyalty import LoyaltyDep
 from crm_gateway.api.routers.operations import OperationOut, WriteDep
 from crm_gateway.api.schemas import (
+    MAX_STORED_INT,
     Bytes32Hex,
     OrgIdField,
     OrgIdQuery,
@@ -174,6 +175,71 @@ async def check_consent(
     # Serialised once, here: a returned Response skips FastAPI's second validation of the model.
     answer = ConsentCheckOut.model_validate(result)
     return Response(answer.model_dump_json(), media_type="application/json")
+
+
+class ProcessingCheckOut(BaseModel):
+    allowed: bool
+    answer: Literal[
+        "allowed", "unknown_purpose", "purpose_retired", "purpose_not_shared", "no_live_consent"
+    ]
+    as_of_block: int | None
+    consistency: str
+
+
+@router.get("/v1/processing/check", response_model=ProcessingCheckOut)
+def check_processing(
+    _caller: CallerDep,
+    consent: ConsentDep,
+    customer: Annotated[Bytes32Hex, Query()],
+    purpose: Purpose,
+    org: OrgId,
+    consistency: Annotated[Literal["read_model", "chain"], Query()] = "read_model",
+) -> ProcessingCheckOut:
+    """Whether organisation `org` may process the customer's data under the purpose now (the
+    rule `GET /v1/customers/{id}?purpose=` enforces): the purpose active and controlled by or
+    shared with `org`, and a live consent when its basis is consent. From the read model, or
+    the contract's `mayProcess` with consistency=chain."""
+    answer = consent.may_process(customer, purpose, org, consistency=consistency)
+    return ProcessingCheckOut.model_validate({**answer, "consistency": consistency})
+
+
+class PurposeShareIn(StrictModel):
+    org_id: OrgIdField
+
+
+@router.post("/v1/purposes/{purpose}/shares", response_model=OperationOut, status_code=202)
+def share_purpose(
+    purpose: Annotated[str, Path(max_length=66)],
+    body: PurposeShareIn,
+    request: WriteDep,
+    consent: ConsentDep,
+) -> OperationOut:
+    """Let another organisation use your purpose (ORG_ADMIN of its controller)."""
+    write = consent.share_purpose(request.caller.account, purpose, body.org_id)
+    return request.answer(write, {"purpose": purpose, "org_id": body.org_id})
+
+
+@router.delete(
+    "/v1/purposes/{purpose}/shares/{org_id}", response_model=OperationOut, status_code=202
+)
+def unshare_purpose(
+    purpose: Annotated[str, Path(max_length=66)],
+    org_id: Annotated[int, Path(ge=1, le=MAX_STORED_INT)],
+    request: WriteDep,
+    consent: ConsentDep,
+) -> OperationOut:
+    """Stop letting an organisation use your purpose (ORG_ADMIN of its controller)."""
+    write = consent.unshare_purpose(request.caller.account, purpose, org_id)
+    return request.answer(write, {"purpose": purpose, "org_id": org_id, "unshare": True})
+
+
+@router.post("/v1/purposes/{purpose}/retirement", response_model=OperationOut, status_code=202)
+def retire_purpose(
+    purpose: Annotated[str, Path(max_length=66)], request: WriteDep, consent: ConsentDep
+) -> OperationOut:
+    """Retire your purpose for good: no read under it is allowed any more (ORG_ADMIN)."""
+    write = consent.retire_purpose(request.caller.account, purpose)
+    return request.answer(write, {"purpose": purpose, "retire": True})
 
 
 @router.get("/v1/purposes", tags=["consent"], response_model=list[PurposeOut])

@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from crm_gateway.api.deps import CallerDep
 from crm_gateway.api.routers.audit import AuditDep, actor_of
 from crm_gateway.api.routers.operations import OperationOut, WriteDep
 from crm_gateway.api.schemas import MAX_STORED_INT, EthAddress, StrictModel
 from crm_gateway.api.services import AccessDep
-from crm_gateway.services.access import Role
+from crm_gateway.services.access import JoinSignature, Role
 from crm_gateway.store.models import AccessAction
 
 router = APIRouter(prefix="/v1/roles", tags=["roles"])
@@ -21,6 +21,26 @@ router = APIRouter(prefix="/v1/roles", tags=["roles"])
 class RoleChange(StrictModel):
     role: Role
     account: EthAddress
+
+
+class RoleGrant(RoleChange):
+    """A grant. An account of no organisation joins yours only with its consent: the gateway
+    signs it for an account it created; any other account signs `JoinOrganization` with its
+    wallet and the signature comes here (or it sends `acceptMembership` itself first)."""
+
+    deadline: int | None = Field(
+        default=None, ge=0, le=2**256 - 1, description="The join signature's deadline"
+    )
+    signature: str | None = Field(
+        default=None,
+        pattern=r"^0x[0-9a-fA-F]{130}$",
+        description="The account's EIP-712 JoinOrganization signature (65 bytes, hex)",
+    )
+
+    def join(self) -> JoinSignature | None:
+        if self.signature is None or self.deadline is None:
+            return None
+        return JoinSignature(deadline=self.deadline, signature=self.signature)
 
 
 class RoleHoldingOut(BaseModel):
@@ -67,9 +87,10 @@ def account_roles(
 
 @router.post("/grants", response_model=OperationOut, status_code=202)
 def grant_role(
-    body: RoleChange, request: WriteDep, access: AccessDep, audit: AuditDep
+    body: RoleGrant, request: WriteDep, access: AccessDep, audit: AuditDep
 ) -> OperationOut:
-    """Grant a role to an account; it joins your organisation. Needs an ORG_ADMIN key.
+    """Grant a role to an account; it joins your organisation, with its consent (see
+    `RoleGrant`). Needs an ORG_ADMIN key.
 
     The grant (or its refusal) is written to the access log."""
     write, off_chain = audit.role_change(
@@ -77,9 +98,11 @@ def grant_role(
         AccessAction.ROLE_GRANT,
         body.role.value,
         body.account,
-        lambda: access.grant(request.caller.account, body.role, body.account),
+        lambda: access.grant(request.caller.account, body.role, body.account, join=body.join()),
     )
-    return request.answer(write, body.model_dump(mode="json"), off_chain=off_chain)
+    return request.answer(
+        write, body.model_dump(mode="json", include={"role", "account"}), off_chain=off_chain
+    )
 
 
 @router.post("/revocations", response_model=OperationOut, status_code=202)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import bindparam, insert, update
+from sqlalchemy import bindparam, delete, insert, update
 from sqlalchemy.orm import Session
 
 from crm_gateway.indexer.events import IndexedEvent
@@ -15,7 +15,7 @@ from crm_gateway.indexer.projections.base import (
     handles,
     table,
 )
-from crm_gateway.store.models import RmConsent, RmConsentChange, RmPurpose
+from crm_gateway.store.models import RmConsent, RmConsentChange, RmPurpose, RmPurposeShare
 
 PURPOSE_REGISTRY = "PurposeRegistry"
 CONSENT_LEDGER = "ConsentLedger"
@@ -25,6 +25,11 @@ LAWFUL_BASES: tuple[str, ...] = ("consent", "contract", "legal_obligation", "leg
 CONSENT_METHODS: tuple[str, ...] = ("wallet_transaction", "signature")
 
 _purposes = table(RmPurpose)
+_shares = table(RmPurposeShare)
+_INSERT_SHARE = insert(_shares)
+_DELETE_SHARE = delete(_shares).where(
+    _shares.c.purpose_id == bindparam("purpose"), _shares.c.org_id == bindparam("org")
+)
 _consents = table(RmConsent)
 _changes = table(RmConsentChange)
 
@@ -50,10 +55,32 @@ def expiry(seconds: int) -> datetime | None:
 
 class PurposesProjection(Projection):
     """`rm_purposes`: every purpose with its controller, current notice version and hash, lawful
-    basis and state, as `PurposeRegistry.purpose` answers. Small: rebuilt in full."""
+    basis and state, as `PurposeRegistry.purpose` answers; `rm_purpose_shares`: the
+    organisations each controller shares its purpose with (`isSharedWith`). Small: rebuilt in
+    full."""
 
     name = "purposes"
-    tables = (RmPurpose,)
+    tables = (RmPurpose, RmPurposeShare)
+
+    @handles(PURPOSE_REGISTRY, "PurposeShared")
+    def shared(self, session: Session, event: IndexedEvent) -> None:
+        execute(
+            session,
+            _INSERT_SHARE,
+            {
+                "purpose_id": event.args["purposeId"],
+                "org_id": int(event.args["orgId"]),
+                "shared_block": event.block_number,
+            },
+        )
+
+    @handles(PURPOSE_REGISTRY, "PurposeUnshared")
+    def unshared(self, session: Session, event: IndexedEvent) -> None:
+        execute(
+            session,
+            _DELETE_SHARE,
+            {"purpose": event.args["purposeId"], "org": int(event.args["orgId"])},
+        )
 
     @handles(PURPOSE_REGISTRY, "PurposeDefined")
     def defined(self, session: Session, event: IndexedEvent) -> None:

@@ -209,10 +209,13 @@ def change_tuple(typed: dict[str, Any]) -> tuple[Any, ...]:
     )
 
 
-def _grant(world: Consortium, role: str, account: str, admin: LocalAccount) -> None:
-    consortium = world.contract("Consortium")
-    role_id = consortium.functions[role]().call()
-    world.transact(admin, consortium.functions.grantRole(role_id, account))
+def _grant(world: Consortium, role: str, account: LocalAccount, admin: LocalAccount) -> None:
+    """`admin` grants `role`; an account of no organisation first agrees to join by its own
+    transaction (`acceptMembership`), as the Consortium requires."""
+    fns = world.contract("Consortium").functions
+    if fns.organizationOf(account.address).call() == 0:
+        world.transact(account, fns.acceptMembership(fns.organizationOf(admin.address).call()))
+    world.transact(admin, fns.grantRole(fns[role]().call(), account.address))
 
 
 @pytest.fixture
@@ -264,7 +267,7 @@ def _build(client: TestClient, runtime: Runtime) -> Consortium:
             headers=admin,
         )
         assert granted.status_code == 200, granted.text
-    _grant(world, "DATA_STEWARD", world.org2_steward.address, org2_admin)
+    _grant(world, "DATA_STEWARD", world.org2_steward, org2_admin)
     world.marketing = define_purpose(client, admin, runtime, MARKETING, "consent")
     assert world.marketing == purpose_id(MARKETING)
 
