@@ -86,7 +86,7 @@ class Relayed:
 
 
 def relay(
-    url: str,
+    url: str | Sequence[str],
     api_key: str,
     changes: Sequence[dict[str, Any]],
     *,
@@ -95,7 +95,8 @@ def relay(
     database: Path,
     timeout: float = 300,
 ) -> Relayed:
-    """Send `changes` (`per_request` a request, from `clients` concurrent clients) without
+    """Send `changes` (`per_request` a request, from `clients` concurrent clients, spread over
+    the gateways at `url` when there are several) without
     waiting, then wait until every operation is settled; time from first send to last confirmed
     (the watcher's `updated_at` of the last operation)."""
     bodies: queue.Queue[dict[str, Any]] = queue.Queue()
@@ -107,8 +108,11 @@ def relay(
     errors: list[str] = []
     lock = threading.Lock()
 
-    def client() -> None:
-        with httpx.Client(base_url=url, headers={"X-API-Key": api_key}, timeout=120) as http:
+    urls = [url] if isinstance(url, str) else list(url)
+
+    def client(index: int) -> None:
+        base = urls[index % len(urls)]  # clients spread over the gateways (replicas)
+        with httpx.Client(base_url=base, headers={"X-API-Key": api_key}, timeout=120) as http:
             while True:
                 try:
                     body = bodies.get_nowait()
@@ -122,7 +126,7 @@ def relay(
                         errors.append(f"{response.status_code} {response.text[:300]}")
 
     started = time.time()
-    threads = [threading.Thread(target=client) for _ in range(clients)]
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
     for thread in threads:
         thread.start()
     for thread in threads:

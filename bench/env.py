@@ -74,11 +74,19 @@ def environment(settings: Settings, **extra: str) -> dict[str, str]:
 class Gateway:
     """`crm-chaincode serve` as a separate process (the production server configuration)."""
 
-    def __init__(self, settings: Settings, log: Path, **extra_env: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        log: Path,
+        *,
+        workers: int = 1,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.settings = settings
+        self.workers = workers
         self.url = f"http://127.0.0.1:{settings.gateway_port}"
         self.log = log
-        self.env = environment(settings, **extra_env)
+        self.env = environment(settings, **(extra_env or {}))
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -90,7 +98,7 @@ class Gateway:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "crm_gateway.cli", "serve"],
+                [sys.executable, "-m", "crm_gateway.cli", "serve", "--workers", str(self.workers)],
                 env=self.env,
                 cwd=self.log.parent,  # no .env of the working tree is picked up
                 stdout=out,
@@ -185,7 +193,7 @@ class Environment:
         return abi
 
     def gateway(self, name: str, **extra_env: str) -> Gateway:
-        return Gateway(self.settings, self.root / name / "gateway.log", **extra_env)
+        return Gateway(self.settings, self.root / name / "gateway.log", extra_env=extra_env)
 
     @contextmanager
     def serving(self, name: str, **extra_env: str) -> Iterator[Gateway]:

@@ -416,6 +416,25 @@ def run_all(
             met=imported.peak_rss_mb <= 500,
         ),
     ]
+    # Scale-out (one organisation): the check with two API workers, the relay through replicas.
+    tick(f"consent check with {scale.CHECK_WORKERS} API workers (serve --workers)")
+    workers_row = scale.check_with_workers(env, check_url(customer), headers, args.seconds, check)
+    tick(f"  {workers_row.value:,.0f} req/s ({workers_row.ratio:.2f}x one worker)")
+    rows.append(workers_row)
+    tick(f"relay: {len(relay_changes):,} second changes through {scale.RELAY_REPLICAS} replicas")
+    rows.append(
+        scale.relay_with_replicas(
+            env,
+            relayer_key,
+            sign_changes(env, relay_people, nonce=1),
+            bodies,
+            per_request=RELAY_PER_REQUEST,
+            clients=RELAY_CLIENTS,
+            tick=tick,
+        )
+    )
+    if check_applied(env, relay_people, 2) != len(relay_people):
+        raise RuntimeError("a change relayed through the replicas is missing on the chain")
     tick("customer read on PostgreSQL: a second gateway of the organisation on a fresh schema")
     rows.append(scale.customer_read_on_postgres(env, args.seconds, tick))
     rows.sort(key=lambda row: _ORDER.index(row.scenario))

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 from sqlalchemy import create_engine, make_url, text
 
-from bench import loadgen
+from bench import consents, loadgen
 from bench.env import Environment, Gateway, free_port
 from bench.scenarios import CHECK_CONNECTIONS, Row, Ticker, endpoint_vs_constant
 from crm_gateway.security.apikeys import create_api_key
@@ -149,3 +149,100 @@ def _create_once_indexed(http: httpx.Client, timeout: float = 120) -> dict[str, 
         if response.status_code != 403 or time.monotonic() > deadline:
             raise RuntimeError(f"POST /v1/customers: {response.status_code} {response.text[:500]}")
         time.sleep(0.5)
+
+
+# --- scale-out: API workers and gateway replicas of one organisation ------------------------------
+
+#: API processes of the worker run, and its target against one.
+CHECK_WORKERS = 2
+WORKERS_RATIO_TARGET = 1.6
+#: Gateway replicas of the relay run (one database, one chain), and its target against one.
+RELAY_REPLICAS = 3
+
+
+def _another(env: Environment, name: str, *, workers: int = 1) -> Gateway:
+    """A gateway of the same organisation (same database, keystore and chain) on its own port."""
+    settings = env.settings.model_copy(update={"gateway_port": free_port()})
+    return Gateway(settings, env.root / name / "gateway.log", workers=workers)
+
+
+def check_with_workers(
+    env: Environment, path: str, headers: dict[str, str], seconds: float, one: loadgen.Load
+) -> Row:
+    """The consent check against `serve --workers CHECK_WORKERS`, next to one worker's `one`."""
+    gateway = _another(env, "gateway-workers", workers=CHECK_WORKERS)
+    gateway.start()
+    try:
+        many = loadgen.run(
+            gateway.url + path,
+            connections=CHECK_CONNECTIONS,
+            seconds=seconds,
+            headers=headers,
+            warmup_seconds=1,
+        )
+    finally:
+        gateway.stop()
+    if many.non_2xx or many.errors:
+        raise RuntimeError(f"consent checks failed with {CHECK_WORKERS} workers: {many}")
+    ratio = many.rps / one.rps
+    return Row(
+        "consent check, 32 connections",
+        f"requests/s with {CHECK_WORKERS} API workers",
+        many.rps,
+        "req/s",
+        baseline="one worker (the run above)",
+        baseline_value=one.rps,
+        ratio=ratio,
+        target=f"≥ {WORKERS_RATIO_TARGET:g}x one worker",
+        met=ratio >= WORKERS_RATIO_TARGET,
+        note=f"`crm-chaincode serve --workers {CHECK_WORKERS}` on the same database: p50 "
+        f"{many.p50_ms} ms, p99 {many.p99_ms} ms; one worker p99 {one.p99_ms} ms. autocannon "
+        "itself runs on the same two cores.",
+        details={"load": many.as_json()},
+    )
+
+
+def relay_with_replicas(
+    env: Environment,
+    relayer_key: str,
+    changes: list[dict[str, object]],
+    one: consents.Relayed,
+    *,
+    per_request: int,
+    clients: int,
+    tick: Ticker,
+) -> Row:
+    """The same relay as `one` through `RELAY_REPLICAS` gateway processes at once."""
+    gateways = [_another(env, f"replica-{n}") for n in range(RELAY_REPLICAS)]
+    for gateway in gateways:
+        gateway.start()
+    try:
+        relayed = consents.relay(
+            [g.url for g in gateways],
+            relayer_key,
+            changes,
+            per_request=per_request,
+            clients=clients,
+            database=env.root / "crm.db",
+        )
+    finally:
+        for gateway in gateways:
+            gateway.stop()
+    tick(f"  {RELAY_REPLICAS} replicas: {relayed.changes_per_second:,.0f} changes/s")
+    ratio = relayed.changes_per_second / one.changes_per_second
+    return Row(
+        "consent changes until confirmed",
+        f"changes/s through {RELAY_REPLICAS} gateway replicas",
+        relayed.changes_per_second,
+        "/s",
+        baseline="one gateway (the run above)",
+        baseline_value=one.changes_per_second,
+        ratio=ratio,
+        target="no fewer than one gateway",
+        met=ratio >= 1.0 and relayed.failed == 0,
+        note=f"{relayed.changes:,} changes, {per_request} a request from {clients} clients spread "
+        f"over {RELAY_REPLICAS} processes on one database (claims and signer leases decide who "
+        f"sends): {relayed.confirmed:,} confirmed, {relayed.failed} failed, in "
+        f"{relayed.transactions} transactions, {relayed.seconds:.1f} s",
+        details={"relay": relayed.as_json()},
+    )
