@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from eth_account import Account
+from eth_utils.crypto import keccak
 
 from bench import consents, loadgen, profile, report, scale
 from bench.env import Environment
@@ -39,6 +40,7 @@ from bench.scenarios import (
     sign_changes,
     staleness,
 )
+from crm_gateway.chain.membership import join_organization_typed_data, sign_join
 from crm_gateway.config import PROJECT_ROOT
 
 GAS_BATCH = 100
@@ -85,6 +87,22 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _join(env: Environment, key: Any, role: str) -> dict[str, Any]:
+    """A grant body carrying `key`'s own JoinOrganization signature (organisation 1, nonce 0)."""
+    deadline = int(time.time()) + 3600
+    typed = join_organization_typed_data(
+        chain_id=int(env.chain.w3.eth.chain_id),
+        consortium=env.record.contracts["Consortium"].address,
+        account=key.address,
+        org_id=1,
+        role=keccak(text=role),
+        nonce=0,
+        deadline=deadline,
+    )
+    signature = sign_join(key, typed)
+    return {"role": role, "account": key.address, "deadline": deadline, "signature": signature}
+
+
 def run_all(
     env: Environment, args: argparse.Namespace, tick: Ticker
 ) -> tuple[list[Row], dict[str, Any], dict[str, Any] | None]:
@@ -102,9 +120,10 @@ def run_all(
             for role, account in (
                 ("RELAYER", env.relayer.address),
                 ("DATA_STEWARD", env.deployer),
-                ("DATA_STEWARD", steward.address),
             ):
                 post_ok(admin, "/v1/roles/grants?wait=true", {"role": role, "account": account})
+            # The bench's own steward (not in the gateway's keystore) signs its join itself.
+            post_ok(admin, "/v1/roles/grants?wait=true", _join(env, steward, "DATA_STEWARD"))
             for slug, basis in ((consents.MARKETING, "consent"), ("support", "contract")):
                 post_ok(
                     admin,

@@ -38,7 +38,6 @@ from crm_gateway.indexer.read_model import (
     PROCESSING_ANSWERS,
     ConsentChangeView,
     ConsentDecision,
-    ProcessingDecision,
     ReadModel,
 )
 from crm_gateway.pipeline.outbox import ChainWrite
@@ -55,6 +54,9 @@ from crm_gateway.services.errors import (
     DomainError,
     NotFoundError,
     PermissionDeniedError,
+)
+from crm_gateway.services.processing import (
+    require_processing,
 )
 
 LEDGER = "ConsentLedger"
@@ -78,42 +80,6 @@ class LawfulBasis(StrEnum):
     @property
     def ordinal(self) -> int:
         return list(LawfulBasis).index(self)
-
-
-class ConsentRequiredError(DomainError):
-    """The purpose needs the customer's consent, and there is no live one."""
-
-    status, slug, title = 403, "consent-required", "Consent required"
-
-
-class PurposeNotUsableError(DomainError):
-    """The reading organisation may not use this purpose (subclasses say why)."""
-
-    status, slug, title = 403, "purpose-not-usable", "Purpose not usable"
-
-
-class UnknownPurposeError(PurposeNotUsableError):
-    slug, title = "unknown-purpose", "Unknown purpose"
-
-
-class PurposeRetiredError(PurposeNotUsableError):
-    slug, title = "purpose-retired", "Purpose retired"
-
-
-class PurposeNotSharedError(PurposeNotUsableError):
-    """Neither controlled by the reading organisation nor shared with it by its controller."""
-
-    slug, title = "purpose-not-shared", "Purpose not shared"
-
-
-_PROCESSING_REFUSALS: dict[str, tuple[type[PurposeNotUsableError], str]] = {
-    "unknown_purpose": (UnknownPurposeError, "purpose {} is not registered"),
-    "purpose_retired": (PurposeRetiredError, "purpose {} is retired"),
-    "purpose_not_shared": (
-        PurposeNotSharedError,
-        "purpose {} is neither controlled by organisation {} nor shared with it",
-    ),
-}
 
 
 @lru_cache(maxsize=4096)
@@ -551,22 +517,10 @@ class ConsentService:
         }
 
     def require_consent(self, customer_id: str, purpose: str, org_id: int) -> None:
-        """Refuse a use of personal data the processing rule does not allow (`mayProcess`): the
-        purpose unknown, retired, or not controlled by nor shared with `org_id` (403
-        `unknown-purpose`, `purpose-retired`, `purpose-not-shared`), or its basis consent and no
-        live consent (403 `consent-required`)."""
+        """Refuse a use of personal data the processing rule does not allow (`mayProcess`): see
+        `processing.require_processing` for the problem types."""
         decision = self._read_model.may_process(customer_id, purpose_id(purpose), org_id)
-        if decision.allowed:
-            return
-        refusal = _PROCESSING_REFUSALS.get(decision.answer)
-        if refusal is not None:
-            error, detail = refusal
-            raise error(
-                detail.format(purpose, org_id),
-                reason=decision.answer,
-                as_of_block=decision.as_of_block,
-            )
-        raise _consent_refusal(decision)
+        require_processing(decision, purpose)
 
     def _visible_history(self, reader: ConsentReader, customer_id: str) -> list[ConsentChangeView]:
         """The customer's consent changes that concern the reader's organisation (see
@@ -681,25 +635,6 @@ class ConsentService:
             "as_of_block": self._read_model.as_of_block(),
             "customer_ids": self._read_model.audience(pid, org_id),
         }
-
-
-def _consent_refusal(decision: ProcessingDecision) -> ConsentRequiredError:
-    consent = decision.consent
-    reason = consent.reason if consent is not None else None
-    reasons = {
-        "no_consent": "the customer has not consented to this purpose",
-        "revoked": f"the customer revoked consent at block {consent and consent.block_number}",
-        "expired": f"the consent expired at {consent and consent.expires_at}",
-        "notice_changed": (
-            f"consent was given to notice version {consent and consent.purpose_version}; "
-            f"the purpose is at version {consent and consent.current_purpose_version}"
-        ),
-    }
-    return ConsentRequiredError(
-        reasons.get(reason or "", "no live consent"),
-        reason=reason,
-        as_of_block=decision.as_of_block,
-    )
 
 
 def _decision_json(decision: ConsentDecision) -> dict[str, Any]:

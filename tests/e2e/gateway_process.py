@@ -136,6 +136,21 @@ def define_purpose(
         )
 
 
+def wait_for_use(
+    gateway: GatewayProcess, key: str, slug: str, org_id: int, timeout: float = 30
+) -> None:
+    """Until the gateway's read model lets organisation `org_id` use the purpose (a purpose of
+    another basis than consent: the customer does not matter)."""
+    params = {"customer": "0x" + "00" * 31 + "01", "purpose": slug, "org": org_id}
+    deadline = time.monotonic() + timeout
+    with gateway.client(key) as client:
+        while time.monotonic() < deadline:
+            if ok(client.get("/v1/processing/check", params=params), 200)["allowed"]:
+                return
+            time.sleep(0.1)
+    raise AssertionError(f"{gateway.url} never let organisation {org_id} use purpose {slug}")
+
+
 def wait_for_purpose(gateway: GatewayProcess, key: str, slug: str, timeout: float = 30) -> None:
     """Until the gateway's read model (its indexer) knows the purpose."""
     wanted = "0x" + keccak(text=slug).hex()

@@ -31,6 +31,7 @@ from tests.e2e.gateway_process import (
     events,
     ok,
     wait_for_purpose,
+    wait_for_use,
 )
 
 pytestmark = [pytest.mark.anvil, pytest.mark.slow]
@@ -143,10 +144,13 @@ class Consortium:
                     "/v1/roles/grants?wait=true", json={"role": "DATA_STEWARD", "account": admin_b}
                 )
             )
-        # Reads are gated by their purpose: organisation 1 registers `support` for everyone.
+        # Reads are gated by their purpose: organisation 1 registers `support` and shares it
+        # with organisation 2 (a purpose serves its controller and whom it shares it with).
         define_purpose(self.gateway_a, self.admin_a, "support", "contract")
+        with self.gateway_a.client(self.admin_a) as a:
+            ok(a.post("/v1/purposes/support/shares?wait=true", json={"org_id": 2}))
         wait_for_purpose(self.gateway_a, self.admin_a, "support")
-        wait_for_purpose(self.gateway_b, self.admin_b, "support")
+        wait_for_use(self.gateway_b, self.admin_b, "support", 2)
 
     def stop(self) -> None:
         self.gateway_a.stop()
