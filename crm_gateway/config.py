@@ -176,9 +176,11 @@ class Settings(BaseSettings):
     @field_validator("evm_version")
     @classmethod
     def _known_evm_version(cls, value: str) -> str:
-        known = {"london", "paris", "shanghai", "cancun", "prague"}
+        # OpenZeppelin 5's Bytes library (under SignatureChecker, EIP712) uses Cancun's MCOPY, so
+        # nothing older compiles; a Besu or GoQuorum network must run Cancun or later.
+        known = {"cancun", "prague"}
         if value not in known:
-            raise ValueError(f"evm_version must be one of {sorted(known)}")
+            raise ValueError(f"evm_version must be one of {sorted(known)} (Cancun or later)")
         return value
 
     @field_validator("default_phone_region")

@@ -217,7 +217,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             if e["event"] == "ProposalCreated"
         )
         g.post(f"/v1/orgs/proposals/{pid}/execution?wait=true", admin)
-        access = AccessService(runtime.contracts)
+        access = AccessService(runtime.contracts, keystore=runtime.keystore)
         steward2 = g.signer()
         g.write(access.grant(admin2, Role.DATA_STEWARD, steward2))
         steward = g.key(1, g.grant(admin, "DATA_STEWARD"), "DATA_STEWARD")

@@ -49,7 +49,10 @@ def test_apikeys_create_makes_an_account_with_the_role_and_prints_the_key_once(
 
 
 def test_roles_grant_and_revoke(deployed: CliRunner) -> None:
-    agent = Account.create().address
+    # An account of the keystore: the gateway signs its consent to join the organisation.
+    created = deployed.invoke(app, ["accounts", "new"])
+    assert created.exit_code == 0, created.output
+    agent = created.output.strip()
     granted = deployed.invoke(app, ["roles", "grant", "AGENT", agent])
     assert granted.exit_code == 0, granted.output
     assert "confirmed in block" in granted.output

@@ -35,13 +35,16 @@ class World:
         self.admin1, self.admin2, self.admin3 = accounts[1], accounts[2], accounts[3]
         assert add_org("org-2", self.admin2) == 2
         assert add_org("org-3", self.admin3) == 3
-        self.registry, _ = chain.deploy_artifact(_artifact("CustomerRegistry"), consortium.address)
+        self.registry, _ = chain.deploy_artifact(
+            _artifact("CustomerRegistry"), consortium.address, 172_800
+        )
         self.purposes, _ = chain.deploy_artifact(_artifact("PurposeRegistry"), consortium.address)
         self.ledger, _ = chain.deploy_artifact(
             _artifact("ConsentLedger"),
             consortium.address,
             self.registry.address,
             self.purposes.address,
+            3600,
         )
         p = self.purposes.functions
         chain.transact(p.definePurpose(OWN, keccak(text="n1"), CONTRACT), self.admin1)

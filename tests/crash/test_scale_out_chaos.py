@@ -32,8 +32,10 @@ from bench.population import Populator
 from crm_gateway.chain.anvil import AnvilNode
 from crm_gateway.chain.artifacts import Artifacts
 from crm_gateway.chain.connection import Chain, connect
+from crm_gateway.chain.membership import join_organization_typed_data, sign_join
 from crm_gateway.config import ChainKind, Settings, settings_environment
 from crm_gateway.runtime import deploy, open_keystore
+from crm_gateway.services.access import Role
 from tests.conftest import free_port, make_settings
 from tests.e2e.gateway_process import GatewayProcess, api_key, ok
 from tests.importer.csvgen import generate
@@ -193,14 +195,27 @@ def test_three_gateways_an_import_and_chaos_write_everything_exactly_once(
 
     phase("gateways ready")
     first = cluster.gateways[0]
+    # The populator's key is not in the keystore: it joins with its own JoinOrganization signature.
+    deadline = int(time.time()) + 3600
+    join = join_organization_typed_data(
+        chain_id=chain.chain_id,
+        consortium=record.contracts["Consortium"].address,
+        account=populator.address,
+        org_id=1,
+        role=Role.DATA_STEWARD.role_id,
+        nonce=int(contract("Consortium").functions.membershipNonces(populator.address).call()),
+        deadline=deadline,
+    )
+    populator_join = {"deadline": deadline, "signature": sign_join(populator, join)}
     with first.client(keys["admin"]) as http:
-        for role, account in (
-            ("RELAYER", relayer),
-            ("MERCHANT", merchant),
-            ("DATA_STEWARD", steward),
-            ("DATA_STEWARD", populator.address),
+        for role, account, signed in (
+            ("RELAYER", relayer, {}),
+            ("MERCHANT", merchant, {}),
+            ("DATA_STEWARD", steward, {}),
+            ("DATA_STEWARD", populator.address, populator_join),
         ):
-            ok(http.post("/v1/roles/grants?wait=true", json={"role": role, "account": account}))
+            body = {"role": role, "account": account, **signed}
+            ok(http.post("/v1/roles/grants?wait=true", json=body))
         ok(
             http.post(
                 "/v1/purposes?wait=true",
@@ -224,7 +239,8 @@ def test_three_gateways_an_import_and_chaos_write_everything_exactly_once(
     emails = [f"chaos.{i}@example.com" for i in range(REGISTRATIONS)]
     for i, email in enumerate(emails):
         requests.append(("steward", "/v1/customers", {"email": email}, f"register-{i}"))
-    agents = [Account.create().address for _ in range(GRANTS)]
+    # New accounts of the keystore: the gateways sign each one's join (usable once).
+    agents = [keystore.create().address for _ in range(GRANTS)]
     for i, agent in enumerate(agents):
         grant = {"role": "AGENT", "account": agent}
         requests.append(("admin", "/v1/roles/grants", grant, f"grant-{i}"))

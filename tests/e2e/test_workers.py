@@ -17,7 +17,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from eth_account import Account
 from sqlalchemy import select
 
 from crm_gateway.chain.anvil import AnvilNode
@@ -85,9 +84,11 @@ def _holders(settings: Settings) -> dict[str, str]:
         engine.dispose()
 
 
-def _grant(gateway: GatewayProcess, key: str) -> None:
+def _grant(settings: Settings, gateway: GatewayProcess, key: str) -> None:
+    """An AGENT grant to a new account of the gateway's keystore (the gateway signs its join)."""
+    account = open_keystore(settings).create().address
     with gateway.client(key) as http:
-        body = {"role": "AGENT", "account": Account.create().address}
+        body = {"role": "AGENT", "account": account}
         answer = ok(http.post("/v1/roles/grants?wait=true", json=body))
     assert answer["status"] == "confirmed", answer
 
@@ -97,7 +98,7 @@ def test_two_workers_serve_and_the_background_work_fails_over(
 ) -> None:
     gateway, key = served
     for _ in range(4):
-        _grant(gateway, key)
+        _grant(settings, gateway, key)
     holders = _holders(settings)
     assert {"watcher", "indexer"} <= set(holders)
     leader = int(holders["watcher"].split(":")[1])
@@ -109,7 +110,7 @@ def test_two_workers_serve_and_the_background_work_fails_over(
     deadline = time.monotonic() + 60
     while True:  # the surviving worker answers at once; the killed one is replaced
         try:
-            _grant(gateway, key)
+            _grant(settings, gateway, key)
             break
         except (AssertionError, httpx.HTTPError):
             if time.monotonic() > deadline:

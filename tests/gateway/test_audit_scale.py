@@ -81,7 +81,9 @@ def test_anchoring_100000_entries_costs_one_transaction_per_batch(
     assert used == [gas[b.tx_hash] for b in batches]
     # The same cost per batch (only the calldata's non-zero bytes vary with the numbers).
     assert max(used) - min(used) < 200
-    assert max(used) < 100_000
+    # About 98k, plus ~22k since a batch records its organisation's previous batch, so that an
+    # ORG_ADMIN can supersede a bogus batch and anchoring resumes after the one before it.
+    assert max(used) < 125_000
 
     started = time.monotonic()
     anchor = runtime.contracts["AuditAnchor"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from fastapi.testclient import TestClient
 
 from tests.gateway.conftest import add_organization, wait_until
 from tests.gateway.test_consents_api import MARKETING, World
@@ -17,15 +18,18 @@ def second_org(
     world: World,
     issue_key: Callable[[int, str, str], str],
     new_signer: Callable[[], str],
-) -> Callable[[str], dict[str, str]]:
-    """Keys of a second organisation (admitted by proposal) whose accounts hold `role` there."""
+    gateway_of: Callable[[int], TestClient],
+) -> tuple[TestClient, Callable[[str], dict[str, str]]]:
+    """The gateway of a second organisation (admitted by proposal; a key is in force only at its
+    own organisation's gateway), and keys of its accounts holding `role` there."""
     admin = new_signer()
     org_id = add_organization(world.client, world.admin, "second", admin)
     admin_headers = {"X-API-Key": issue_key(org_id, admin, "ORG_ADMIN")}
+    gateway = gateway_of(org_id)
 
     def make(role: str) -> dict[str, str]:
         account = new_signer()
-        granted = world.client.post(
+        granted = gateway.post(
             "/v1/roles/grants?wait=true",
             json={"role": role, "account": account},
             headers=admin_headers,
@@ -33,7 +37,7 @@ def second_org(
         assert granted.status_code == 200, granted.text
         return {"X-API-Key": issue_key(org_id, account, role)}
 
-    return make
+    return gateway, make
 
 
 def _history(world: World, headers: dict[str, str]) -> list[dict[str, object]]:
@@ -66,16 +70,20 @@ def test_history_and_receipts_need_a_steward_agent_or_auditor(
 
 
 def test_another_organisation_sees_none_of_this_ones_consents(
-    world: World, second_org: Callable[[str], dict[str, str]]
+    world: World, second_org: tuple[TestClient, Callable[[str], dict[str, str]]]
 ) -> None:
     receipt = _granted(world)
-    other_steward = second_org("DATA_STEWARD")
-    body = world.client.get(f"/v1/consents/{world.customer}", headers=other_steward).json()
+    gateway, keys = second_org
+    other_steward = keys("DATA_STEWARD")
+    # At this organisation's gateway another organisation's key is not in force at all ...
+    assert (
+        world.client.get(f"/v1/consents/{world.customer}", headers=other_steward).status_code == 403
+    )
+    # ... and at its own, the same chain's consents of this organisation are not shown.
+    body = gateway.get(f"/v1/consents/{world.customer}", headers=other_steward).json()
     assert body["history"] == []
     assert body["current"] == []
-    hidden = world.client.get(
-        f"/v1/consents/{world.customer}/receipts/{receipt}", headers=other_steward
-    )
+    hidden = gateway.get(f"/v1/consents/{world.customer}/receipts/{receipt}", headers=other_steward)
     assert hidden.status_code == 404
     mine = world.client.get(
         f"/v1/consents/{world.customer}/receipts/{receipt}", headers=world.steward
@@ -84,7 +92,7 @@ def test_another_organisation_sees_none_of_this_ones_consents(
 
 
 def test_the_audience_is_for_a_marketer_of_that_organisation(
-    world: World, second_org: Callable[[str], dict[str, str]]
+    world: World, second_org: tuple[TestClient, Callable[[str], dict[str, str]]]
 ) -> None:
     _granted(world)
     params = {"purpose": MARKETING, "org": 1}
@@ -95,11 +103,12 @@ def test_the_audience_is_for_a_marketer_of_that_organisation(
         refused = world.client.get("/v1/marketing/audience", params=params, headers=headers)
         assert refused.status_code == 403, refused.text
         assert refused.json()["required_roles"] == ["MARKETER"]
-    other_marketer = second_org("MARKETER")
-    elsewhere = world.client.get("/v1/marketing/audience", params=params, headers=other_marketer)
+    gateway, keys = second_org
+    other_marketer = keys("MARKETER")
+    elsewhere = gateway.get("/v1/marketing/audience", params=params, headers=other_marketer)
     assert elsewhere.status_code == 403
     assert "may list the audience of organisation 2 only, not of 1" in elsewhere.json()["detail"]
-    own = world.client.get(
+    own = gateway.get(
         "/v1/marketing/audience", params={"purpose": MARKETING, "org": 2}, headers=other_marketer
     )
     assert own.status_code == 200

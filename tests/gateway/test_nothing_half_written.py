@@ -8,6 +8,7 @@ request must then succeed.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from eth_account import Account
@@ -15,7 +16,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from crm_gateway.chain.keystore import Keystore
+from crm_gateway.chain.membership import sign_join
 from crm_gateway.runtime import Runtime
+from crm_gateway.services.access import AccessService, Role
 from crm_gateway.store.models import BlindIndex, CustomerRecord, Operation
 from tests.gateway.conftest import wait_until
 
@@ -83,15 +86,25 @@ def test_a_write_whose_signer_has_no_key_here_is_refused_before_anything_is_writ
 ) -> None:
     outsider = Account.create()  # holds the role on-chain, but its key is not in the keystore
     runtime.chain.dev_fund(outsider.address, 10**20)
+    deadline = int(time.time()) + 600  # it joins with its own wallet's signature
+    typed = AccessService(runtime.contracts).join_typed_data(
+        outsider.address, 1, Role.ORG_ADMIN, deadline
+    )
     granted = client.post(
         "/v1/roles/grants?wait=true",
-        json={"role": "ORG_ADMIN", "account": outsider.address},
+        json={
+            "role": "ORG_ADMIN",
+            "account": outsider.address,
+            "deadline": deadline,
+            "signature": sign_join(outsider, typed),
+        },
         headers=admin_headers,
     )
     assert granted.status_code == 200, granted.text
     key = {"X-API-Key": issue_key(1, outsider.address, "ORG_ADMIN")}
     before = _count(runtime, Operation)
-    body = {"role": "AGENT", "account": Account.create().address}
+    agent = runtime.keystore.add(Account.create()).address  # the gateway signs its join
+    body = {"role": "AGENT", "account": agent}
 
     refused = client.post("/v1/roles/grants", json=body, headers=key)
     assert refused.status_code == 503, refused.text

@@ -64,13 +64,14 @@ def _process(runtime: Runtime, *, lease_seconds: float) -> Sender:
 
 
 def _queue_grants(runtime: Runtime, count: int) -> list[tuple[str, str]]:
-    """`count` AGENT grants by the admin; (operation id, account) of each."""
-    access = AccessService(runtime.contracts)
+    """`count` AGENT grants by the admin, each to a new account of the gateway's keystore (it
+    signs its own join, once); (operation id, account) of each."""
+    access = AccessService(runtime.contracts, keystore=runtime.keystore)
     service = OperationService(runtime.session_factory, runtime.pipeline)
     admin = str(runtime.contracts.record.deployer)
     queued = []
     for _ in range(count):
-        account = Account.create().address
+        account = runtime.keystore.add(Account.create()).address
         write: ChainWrite = access.grant(admin, Role.AGENT, account)
         view, _ = service.submit(write, api_key_id=None, idempotency_key=None, payload=write.args)
         queued.append((view.id, account))

@@ -180,9 +180,7 @@ def test_two_processes_sharing_a_database_never_reuse_a_nonce(
     chain_settings: Settings, runtime: Runtime
 ) -> None:
     other = build_runtime(chain_settings, chain=runtime.chain)
-    # Grants to a member (the admin itself) are idempotent on-chain. With a join signature,
-    # which can be used once, two processes here send some rows twice (issue 11 hand-over).
-    views = [_submit(runtime, _grant(runtime, account=_admin(runtime))) for _ in range(12)]
+    views = [_submit(runtime, _grant(runtime)) for _ in range(12)]
     threads = [
         threading.Thread(target=lambda r=r: [r.pipeline.sender.run_once() for _ in range(5)])
         for r in (runtime, other)

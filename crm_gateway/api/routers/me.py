@@ -11,15 +11,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from crm_gateway.api.errors import Unauthorized
 from crm_gateway.api.routers.audit import get_audit_service
-from crm_gateway.api.routers.consents import SignedChangeIn
+from crm_gateway.api.routers.consents import ConsentReceiptOut, SignedChangeIn
 from crm_gateway.api.routers.erasure import ErasureDep, ErasureRequestOut
 from crm_gateway.api.routers.loyalty import get_loyalty_service
 from crm_gateway.api.routers.operations import OperationOut
-from crm_gateway.api.schemas import Bytes32Hex, StrictModel
+from crm_gateway.api.schemas import MAX_STORED_INT, Bytes32Hex, StrictModel, TypedDataOut
 from crm_gateway.api.services import (
     RuntimeDep,
     consent_service,
@@ -185,9 +185,18 @@ def overview(me: MeDep, portal: PortalDep) -> dict[str, Any]:
     return portal.overview(me)
 
 
+class MyExportOut(BaseModel):
+    """Everything held about the customer here (GDPR Art. 15 and 20), as the file downloaded."""
+
+    model_config = ConfigDict(extra="allow")
+
+    customer_id: str
+    consents: dict[str, Any] = Field(description="Current consents and every change")
+
+
 @router.get(
     "/export",
-    response_model=dict[str, Any],
+    response_model=MyExportOut,
     responses={200: {"content": {"application/json": {}}, "description": "A file download"}},
 )
 def export(me: MeDep, portal: PortalDep) -> Response:
@@ -246,16 +255,16 @@ def my_consents(me: MeDep, portal: PortalDep) -> dict[str, Any]:
     return portal.consents(me)
 
 
-@router.get("/consents/typed-data", response_model=dict[str, Any])
+@router.get("/consents/typed-data", response_model=TypedDataOut)
 def my_consent_typed_data(
     me: MeDep,
     portal: PortalDep,
     purpose_id: Annotated[Bytes32Hex, Query()],
-    org_id: Annotated[int, Query(ge=1, le=2**64 - 1)],
+    org_id: Annotated[int, Query(ge=1, le=MAX_STORED_INT)],
     granted: Annotated[bool, Query()],
-) -> dict[str, Any]:
+) -> TypedDataOut:
     """The EIP-712 typed data for my wallet to sign (`eth_signTypedData_v4`)."""
-    return portal.consent_typed_data(me, purpose_id, org_id, granted)
+    return TypedDataOut.model_validate(portal.consent_typed_data(me, purpose_id, org_id, granted))
 
 
 @router.post("/consents", response_model=OperationOut)
@@ -264,7 +273,7 @@ def relay_my_consent(body: SignedChangeIn, me: MeDep, portal: PortalDep) -> Oper
     return OperationOut.of(portal.relay_consent(me, body.change()))
 
 
-@router.get("/consents/receipts/{receipt_id}", response_model=dict[str, Any])
+@router.get("/consents/receipts/{receipt_id}", response_model=ConsentReceiptOut)
 def my_receipt(
     receipt_id: Annotated[Bytes32Hex, Path()],
     me: MeDep,
@@ -349,10 +358,10 @@ def _signed_in(session: PortalSessionDep) -> Me:
     return Me(session.subject, session.wallet or "")
 
 
-@router.get("/erasure-requests/typed-data", response_model=dict[str, Any])
-def erasure_typed_data(me: MeDep, erasure: ErasureDep) -> dict[str, Any]:
+@router.get("/erasure-requests/typed-data", response_model=TypedDataOut)
+def erasure_typed_data(me: MeDep, erasure: ErasureDep) -> TypedDataOut:
     """The EIP-712 typed data my wallet signs to ask this organisation to erase me."""
-    return erasure.typed_data(me.customer_id)
+    return TypedDataOut.model_validate(erasure.typed_data(me.customer_id))
 
 
 @router.post("/erasure-requests", response_model=ErasureRequestOut, status_code=201)

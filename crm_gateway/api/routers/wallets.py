@@ -7,14 +7,14 @@ custodian organisation's steward only after a delay in which the wallet can canc
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 
 from crm_gateway.api.deps import Caller, CallerDep
 from crm_gateway.api.routers.operations import OperationOut, WriteDep, WriteRequest
-from crm_gateway.api.schemas import Bytes32Hex, EthAddress, StrictModel
+from crm_gateway.api.schemas import Bytes32Hex, EthAddress, StrictModel, TypedDataOut
 from crm_gateway.api.services import WalletsDep
 from crm_gateway.services.customers import Actor, CustomerWrite
 
@@ -64,8 +64,8 @@ class WalletStatusOut(BaseModel):
 
 
 class RotationTypedDataOut(BaseModel):
-    current_wallet: dict[str, Any] = Field(description="`RotateWallet`, for the current wallet")
-    new_wallet: dict[str, Any] = Field(description="`LinkWallet`, for the new wallet")
+    current_wallet: TypedDataOut = Field(description="`RotateWallet`, for the current wallet")
+    new_wallet: TypedDataOut = Field(description="`LinkWallet`, for the new wallet")
 
 
 def _actor(caller: Caller) -> Actor:
@@ -99,16 +99,16 @@ def wallet_status(
     )
 
 
-@router.get("/{customer_id}/wallet/typed-data", response_model=dict[str, Any])
+@router.get("/{customer_id}/wallet/typed-data", response_model=TypedDataOut)
 def wallet_typed_data(
     customer_id: CustomerId,
     wallet: Annotated[EthAddress, Query(description="The wallet to link")],
     caller: CallerDep,
     wallets: WalletsDep,
-) -> dict[str, Any]:
+) -> TypedDataOut:
     """`LinkWallet` (eth_signTypedData_v4 JSON), signed by a wallet to be linked first, or to
     be the target of a rotation or a recovery."""
-    return wallets.link_typed_data(_actor(caller), customer_id, wallet)
+    return TypedDataOut.model_validate(wallets.link_typed_data(_actor(caller), customer_id, wallet))
 
 
 @router.post("/{customer_id}/wallet", response_model=WalletWriteOut, status_code=202)
@@ -177,12 +177,12 @@ def start_wallet_recovery(
     return _answer(written, request)
 
 
-@router.get("/{customer_id}/wallet/recovery/cancellation/typed-data", response_model=dict[str, Any])
+@router.get("/{customer_id}/wallet/recovery/cancellation/typed-data", response_model=TypedDataOut)
 def cancellation_typed_data(
     customer_id: CustomerId, caller: CallerDep, wallets: WalletsDep
-) -> dict[str, Any]:
+) -> TypedDataOut:
     """`CancelWalletRecovery`, which the current wallet signs to stop the pending recovery."""
-    return wallets.cancel_typed_data(_actor(caller), customer_id)
+    return TypedDataOut.model_validate(wallets.cancel_typed_data(_actor(caller), customer_id))
 
 
 @router.post(
