@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from crm_gateway.api.deps import CallerDep, _lookup
-from crm_gateway.api.errors import Unauthorized
+from crm_gateway.api.errors import Unauthorized, problem_responses
 from crm_gateway.api.routers.audit import AuditDep, actor_of
 from crm_gateway.api.schemas import StrictModel
 from crm_gateway.api.services import RuntimeDep
@@ -28,7 +28,8 @@ from crm_gateway.runtime import Runtime
 from crm_gateway.services.console import ConsoleService
 from crm_gateway.store.models import OperationStatus
 
-router = APIRouter(prefix="/v1/console", tags=["console"])
+# 401: no console session or a bad key; 403: a write without its CSRF token, or a missing role.
+router = APIRouter(prefix="/v1/console", tags=["console"], responses=problem_responses(401, 403))
 
 
 def get_console_service(runtime: RuntimeDep) -> ConsoleService:

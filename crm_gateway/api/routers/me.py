@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from crm_gateway.api.errors import Unauthorized
+from crm_gateway.api.errors import Unauthorized, problem_responses
 from crm_gateway.api.routers.audit import get_audit_service
 from crm_gateway.api.routers.consents import ConsentReceiptOut, SignedChangeIn
 from crm_gateway.api.routers.erasure import ErasureDep, ErasureRequestOut
@@ -36,7 +36,11 @@ from crm_gateway.api.sessions import (
 from crm_gateway.security.sessions import WebSession
 from crm_gateway.services.portal import Me, PortalService
 
-router = APIRouter(prefix="/v1/me", tags=["me (customer portal)"])
+# 401: no portal session (or a refused sign-in); 403: a write without its CSRF token, or a wallet
+# that is not (or no longer) the customer's.
+router = APIRouter(
+    prefix="/v1/me", tags=["me (customer portal)"], responses=problem_responses(401, 403)
+)
 
 
 def get_portal_service(runtime: RuntimeDep) -> PortalService:
