@@ -193,11 +193,12 @@ def _own_consent_transaction(
     change = (
         bytes.fromhex(customer.customer_id[2:]),
         bytes.fromhex(consents.MARKETING_ID[2:]),
-        1,
+        1,  # purposeVersion: the notice the customer was shown (the purpose's first)
+        1,  # orgId
         True,
         0,
         0,
-        int(time.time()) + 3600,
+        int(time.time()) + 600,  # within the ledger's maxSignatureLifetime
     )
     tx = ledger.functions.setConsent(change).build_transaction(
         {
