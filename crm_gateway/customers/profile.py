@@ -162,16 +162,6 @@ def _region(info: ValidationInfo | None) -> str:
     return get_settings().default_phone_region
 
 
-def address_phone_region(data: Any) -> str | None:
-    """The phone region of a profile's raw postal address country, if libphonenumber has one."""
-    address = data.get("postal_address") if isinstance(data, Mapping) else None
-    country = address.get("country") if isinstance(address, Mapping) else None
-    if not isinstance(country, str):
-        return None
-    code = country.strip().upper()
-    return code if code in phonenumbers.SUPPORTED_REGIONS else None
-
-
 def normalise_phone(raw: str, region: str) -> str:
     """A phone number in E.164; `ValueError` if it is not a valid number (region for national)."""
     try:
@@ -187,6 +177,12 @@ def normalise_phone(raw: str, region: str) -> str:
 
 
 def _phone(value: str, info: ValidationInfo) -> str:
+    """E.164 of `value`; a national number is read in the profile's own address country (the
+    address is declared, so validated, before the phone), else in the default region."""
+    address = info.data.get("postal_address")
+    country = getattr(address, "country", None)
+    if country in phonenumbers.SUPPORTED_REGIONS:
+        return normalise_phone(value, country)
     return normalise_phone(value, _region(info))
 
 
@@ -310,8 +306,9 @@ class CustomerProfile(BaseModel):
     given_name: Name | None = None
     family_name: Name | None = None
     email: Email
-    phone: Phone | None = None
+    # Before the phone, whose national form is read in the address's country.
     postal_address: PostalAddress | None = None
+    phone: Phone | None = None
     birth_date: BirthDate | None = None
     custom_attributes: CustomAttributes = Field(default_factory=dict)
 
@@ -336,8 +333,7 @@ class CustomerProfile(BaseModel):
         Without an address country (or with one libphonenumber has no plan for), `phone_region`
         decides, and without that the DEFAULT_PHONE_REGION setting.
         """
-        region = address_phone_region(data) or phone_region
-        context = {PHONE_REGION_CONTEXT: region} if region else None
+        context = {PHONE_REGION_CONTEXT: phone_region} if phone_region else None
         return cls.model_validate(data, context=context)
 
 
@@ -353,8 +349,9 @@ class ProfilePatch(BaseModel):
     given_name: Name | None = None
     family_name: Name | None = None
     email: Email | None = None
-    phone: Phone | None = None
+    # Before the phone, whose national form is read in the address's country.
     postal_address: PostalAddress | None = None
+    phone: Phone | None = None
     birth_date: BirthDate | None = None
     custom_attributes: CustomAttributes | None = None
 

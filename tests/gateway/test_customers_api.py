@@ -65,6 +65,23 @@ def test_create_read_verify(client: TestClient, steward: dict[str, str], runtime
     assert (status, holders) == (1, 1)
 
 
+def test_a_national_phone_is_read_in_the_address_country_through_the_api(
+    client: TestClient, steward: dict[str, str]
+) -> None:
+    """The rule of `CustomerProfile` itself, so the API body and the importer agree."""
+    address = {"lines": ["1 Main Street"], "city": "New York", "country": "US"}
+    body = {"email": "nat@example.com", "phone": "(212) 424-1106", "postal_address": address}
+    created = _create(client, steward, body)
+    read = client.get(f"/v1/customers/{created['customer_id']}?purpose=support", headers=steward)
+    assert read.json()["profile"]["phone"] == "+12124241106"
+    # Without the address the development default region (GB) decides: not a GB number.
+    refused = client.post(
+        "/v1/customers", json={"email": "x@example.com", "phone": "(212) 424-1106"}, headers=steward
+    )
+    assert refused.status_code == 422
+    assert refused.json()["errors"][0]["field"] == "body.phone"
+
+
 def test_duplicates_by_email_or_phone_are_409_with_the_existing_id(
     client: TestClient, steward: dict[str, str]
 ) -> None:
